@@ -1,0 +1,12 @@
+//! The Kubernetes object model, shared by the apiserver and every client of it.
+//!
+//! Owns: the types (re-exported from `k8s-openapi`), the resource registry (group,
+//! version, resource, kind, scope, short names, verbs, subresources), label and field
+//! selectors, resource quantities, name validation and the kubeconfig file format.
+//!
+//! Must not: do I/O beyond reading a kubeconfig file, or know about any transport.
+//! Everything here is pure so servers and clients agree on it byte for byte.
+
+pub use k8s_openapi;
+
+pub mod kubeconfig;

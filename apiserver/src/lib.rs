@@ -1,0 +1,53 @@
+//! The apiserver: the only client of the kvstore and the only server every other
+//! component talks to.
+//!
+//! Owns: the Kubernetes REST API and the internal gRPC `Resources` API on one HTTPS port,
+//! storage over etcd v3 with a watch cache, admission (defaulting, validation),
+//! authentication and authorization, tables, patch and apply, discovery, OpenAPI and
+//! subresources.
+//!
+//! Must not: hold cluster state anywhere but the kvstore (it is stateless, so three
+//! replicas can serve one cluster).
+//!
+//! Not built yet (issue "apiserver core"): `run` refuses to start with a message saying so.
+
+use std::path::PathBuf;
+
+/// kube-apiserver's flag names (DESIGN.md §5).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "apiserver", version, about = "Rustkube apiserver")]
+pub struct Config {
+    /// Comma-separated etcd v3 client URLs (the kvstore, or real etcd).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_servers: Vec<String>,
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: String,
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    #[arg(long, default_value = "AlwaysAllow")]
+    pub authorization_mode: String,
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    #[arg(long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+pub fn run(_config: Config) -> anyhow::Result<()> {
+    anyhow::bail!("the apiserver is not built yet (see the issue \"apiserver core\"); nothing was started")
+}

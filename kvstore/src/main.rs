@@ -1,0 +1,6 @@
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let config = kvstore::Config::parse();
+    kvstore::run(config)
+}

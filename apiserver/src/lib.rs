@@ -49,5 +49,7 @@ pub struct Config {
 }
 
 pub fn run(_config: Config) -> anyhow::Result<()> {
-    anyhow::bail!("the apiserver is not built yet (see the issue \"apiserver core\"); nothing was started")
+    anyhow::bail!(
+        "the apiserver is not built yet (see the issue \"apiserver core\"); nothing was started"
+    )
 }

@@ -9,7 +9,11 @@
 //! Not built yet (issue "controller-manager"): `run` refuses to start.
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "controller-manager", version, about = "Rustkube controller-manager")]
+#[command(
+    name = "controller-manager",
+    version,
+    about = "Rustkube controller-manager"
+)]
 pub struct Config {
     #[command(flatten)]
     pub common: client::ComponentFlags,

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 
 /// etcd's flag names (DESIGN.md §4), so scripts written for etcd start a kvstore.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "kvstore", version, about = "Rustkube kvstore: an etcd v3 compatible store")]
+#[command(
+    name = "kvstore",
+    version,
+    about = "Rustkube kvstore: an etcd v3 compatible store"
+)]
 pub struct Config {
     /// Human-readable name of this member.
     #[arg(long, default_value = "default")]

@@ -5,6 +5,9 @@
 //! This crate holds wire definitions only: no logic, no I/O, nothing hand-written
 //! beyond the module tree that mirrors the `.proto` packages.
 
+pub mod etcd;
+pub mod peer;
+
 /// `apiserver.v1`: the `Resources` service components use to reach the apiserver.
 pub mod apiserver {
     pub mod v1 {

@@ -191,3 +191,110 @@ pub fn split_servers(server: &str) -> Result<Vec<String>, KubeconfigError> {
     }
     Ok(urls)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:6443, https://127.0.0.1:6444
+    certificate-authority-data: Q0E=
+contexts:
+- name: admin@local
+  context:
+    cluster: local
+    user: admin
+    namespace: kube-system
+current-context: admin@local
+users:
+- name: admin
+  user:
+    client-certificate-data: Q0VSVA==
+    client-key-data: S0VZ
+"#;
+
+    #[test]
+    fn resolves_current_context_with_several_servers() {
+        let cfg = Kubeconfig::from_yaml(SAMPLE).unwrap();
+        let r = cfg.resolve(None).unwrap();
+        assert_eq!(
+            r.servers,
+            ["https://127.0.0.1:6443", "https://127.0.0.1:6444"]
+        );
+        assert_eq!(r.namespace, "kube-system");
+        assert_eq!(r.user.client_key_data.as_deref(), Some("S0VZ"));
+        assert_eq!(
+            r.cluster.certificate_authority_data.as_deref(),
+            Some("Q0E=")
+        );
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let cfg = Kubeconfig::from_yaml(SAMPLE).unwrap();
+        let again = Kubeconfig::from_yaml(&cfg.to_yaml().unwrap()).unwrap();
+        assert_eq!(cfg, again);
+        assert!(cfg
+            .to_yaml()
+            .unwrap()
+            .contains("current-context: admin@local"));
+    }
+
+    #[test]
+    fn token_user_and_default_namespace() {
+        let text = SAMPLE.replace("    namespace: kube-system\n", "").replace(
+            "    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n",
+            "    token: secret\n",
+        );
+        let cfg = Kubeconfig::from_yaml(&text).unwrap();
+        let r = cfg.resolve(None).unwrap();
+        assert_eq!(r.user.token.as_deref(), Some("secret"));
+        assert_eq!(r.namespace, "default");
+    }
+
+    #[test]
+    fn missing_references_are_errors() {
+        let cfg = Kubeconfig::from_yaml(SAMPLE).unwrap();
+        assert!(cfg.resolve(Some("nope")).is_err());
+        let mut no_cluster = cfg.clone();
+        no_cluster.clusters.clear();
+        assert!(no_cluster
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("cluster"));
+        let mut no_user = cfg.clone();
+        no_user.users.clear();
+        assert!(no_user
+            .resolve(None)
+            .unwrap_err()
+            .to_string()
+            .contains("user"));
+        let mut no_current = cfg;
+        no_current.current_context.clear();
+        assert!(no_current.resolve(None).is_err());
+    }
+
+    #[test]
+    fn malformed_input() {
+        assert!(Kubeconfig::from_yaml("clusters: [").is_err());
+        assert!(Kubeconfig::from_yaml("clusters: 5").is_err());
+        assert!(Kubeconfig::from_yaml("- a\n- b").is_err());
+        assert!(Kubeconfig::load(Path::new("/nonexistent/kubeconfig")).is_err());
+    }
+
+    #[test]
+    fn server_urls_are_checked() {
+        assert!(split_servers("").is_err());
+        assert!(split_servers(" , ").is_err());
+        assert!(split_servers("127.0.0.1:6443").is_err());
+        assert!(split_servers("https://").is_err());
+        assert!(split_servers("ftp://x").is_err());
+        assert_eq!(split_servers("http://a,https://b").unwrap().len(), 2);
+    }
+}

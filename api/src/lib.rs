@@ -9,4 +9,18 @@
 
 pub use k8s_openapi;
 
+pub mod fields;
 pub mod kubeconfig;
+pub mod labels;
+pub mod names;
+pub mod quantity;
+pub mod registry;
+
+pub use fields::FieldSelector;
+pub use kubeconfig::Kubeconfig;
+pub use labels::Selector as LabelSelector;
+pub use quantity::Quantity;
+pub use registry::ResourceInfo;
+
+#[cfg(test)]
+mod fuzz;

@@ -1,6 +1,22 @@
 //! The end-to-end harness: starts Rustkube's daemons as separate processes with
 //! run-unique ports and directories, captures their logs, waits for readiness by
 //! polling, and stops exactly the processes it started (by pid), also when a test fails.
+//! Also the cluster PKI and kubeconfigs, and the logic behind the `local-cluster` binary.
+//!
+//! Start with [`process::Process`] (one daemon) and [`kvstore::KvCluster`] (a kvstore or
+//! etcd group); [`cluster`] is what `local-cluster` runs.
 //!
 //! Must not: link any daemon crate (tests drive the real binaries and real clients), or
 //! signal a process it did not start.
+
+pub mod binaries;
+pub mod cluster;
+pub mod kvstore;
+pub mod pki;
+pub mod ports;
+pub mod process;
+pub mod rundir;
+pub mod wait;
+
+pub use process::Process;
+pub use rundir::RunDir;

@@ -1,0 +1,319 @@
+//! What `local-cluster` does: generate the PKI and kubeconfigs, start the daemons that
+//! exist so far as processes, record them in `DIR/cluster.json`, and stop exactly those.
+
+use crate::kvstore::{Flavor, KvCluster, Options};
+use crate::pki::{self, Pki};
+use crate::RunDir;
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The components of a cluster in start order, and whether each is built yet. Adding a
+/// daemon to `local-cluster` starts with flipping its entry here.
+pub const COMPONENTS: &[(&str, bool)] = &[
+    ("kvstore", true),
+    ("apiserver", false),
+    ("scheduler", false),
+    ("controller-manager", false),
+    ("kubelet", false),
+    ("kube-proxy", false),
+];
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub masters: usize,
+    pub nodes: usize,
+    pub simulated_nodes: usize,
+    pub runtime: String,
+    pub background: bool,
+}
+
+/// One process of a running cluster, as recorded in `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Recorded {
+    pub name: String,
+    pub pid: i32,
+    pub program: PathBuf,
+    /// Field 22 of `/proc/<pid>/stat`: with the pid, identifies the process even if the
+    /// pid is later reused.
+    pub start_time: u64,
+    pub log: PathBuf,
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub processes: Vec<Recorded>,
+    pub kvstore_endpoints: Vec<String>,
+    pub background: bool,
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.json")
+}
+
+/// Checks flags that name things this build cannot run yet.
+pub fn validate(opts: &UpOptions) -> Result<()> {
+    if opts.masters != 1 && opts.masters != 3 {
+        bail!("--masters must be 1 or 3 (got {})", opts.masters);
+    }
+    if opts.runtime != "runc" && opts.runtime != "simulated" {
+        bail!(
+            "--runtime must be runc or simulated (got {:?})",
+            opts.runtime
+        );
+    }
+    if opts.nodes > 0 || opts.simulated_nodes > 0 {
+        bail!(
+            "--nodes/--simulated-nodes: the kubelet is not built yet, so only a control plane \
+             can run (use --nodes 0)"
+        );
+    }
+    Ok(())
+}
+
+fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it start past ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state); field 22 is at index 19.
+    if fields.first() == Some(&"Z") {
+        return None; // a zombie has exited
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether the recorded process is still the one we started (not a reused pid).
+pub fn is_ours_and_alive(p: &Recorded) -> bool {
+    let Some(start) = proc_start_time(p.pid) else {
+        return false;
+    };
+    if start != p.start_time {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    argv0 == p.program.as_os_str().as_encoded_bytes()
+}
+
+pub fn read_state(dir: &Path) -> Result<State> {
+    let path = state_path(dir);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no cluster recorded in {} (is one running?)", dir.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A started cluster: its processes (stopped when dropped unless detached).
+pub struct Running {
+    pub state: State,
+    kv: KvCluster,
+}
+
+impl Running {
+    pub fn stop(&mut self) -> Result<()> {
+        self.kv.stop()
+    }
+
+    /// Returns the name of a process that has exited, if any.
+    pub fn exited(&mut self) -> Option<String> {
+        self.kv
+            .members
+            .iter_mut()
+            .find_map(|m| (!m.process.is_running()).then(|| m.name.clone()))
+    }
+
+    /// Leaves every process running and forgets them (background mode).
+    pub fn detach(self) {
+        for m in self.kv.members {
+            m.process.detach();
+        }
+    }
+}
+
+/// Generates the PKI and kubeconfigs and starts the daemons; returns once they are ready.
+pub fn up(opts: &UpOptions) -> Result<Running> {
+    validate(opts)?;
+    let run = RunDir::at(&opts.dir)?;
+    if let Ok(old) = read_state(run.path()) {
+        if old.processes.iter().any(is_ours_and_alive) {
+            bail!(
+                "a cluster is already running in {}: stop it with `local-cluster down --dir {}`",
+                run.path().display(),
+                run.path().display()
+            );
+        }
+    }
+    let pki = Pki::create(&run.path().join("pki"))?;
+    let admin = pki.client("admin", pki::ADMIN)?;
+    // The apiserver's URL(s): written now so the kubeconfigs are ready when it lands.
+    let apiservers: Vec<String> = (0..opts.masters)
+        .map(|i| format!("https://127.0.0.1:{}", 6443 + i))
+        .collect();
+    pki::write_kubeconfig(
+        &run.path().join("kubeconfig"),
+        &pki.kubeconfig(&apiservers, "kubernetes-admin", &admin)?,
+    )?;
+    for (file, ident) in [
+        ("scheduler", pki::SCHEDULER),
+        ("controller-manager", pki::CONTROLLER_MANAGER),
+        ("kube-proxy", pki::KUBE_PROXY),
+    ] {
+        let creds = pki.client(file, ident)?;
+        pki::write_kubeconfig(
+            &run.path()
+                .join("kubeconfigs")
+                .join(format!("{file}.kubeconfig")),
+            &pki.kubeconfig(&apiservers, ident.0, &creds)?,
+        )?;
+    }
+    pki.client("apiserver-etcd-client", pki::APISERVER_ETCD_CLIENT)?;
+
+    let kv = KvCluster::start(
+        &run,
+        Flavor::Kvstore,
+        opts.masters,
+        &Options {
+            detached: opts.background,
+            ..Default::default()
+        },
+    )?;
+    let processes = kv
+        .members
+        .iter()
+        .map(|m| Recorded {
+            name: m.name.clone(),
+            pid: m.process.pid(),
+            program: m.process.spec().program.clone(),
+            start_time: proc_start_time(m.process.pid()).unwrap_or(0),
+            log: m.process.log_path().to_path_buf(),
+            endpoints: vec![m.client_url(false)],
+        })
+        .collect();
+    let state = State {
+        processes,
+        kvstore_endpoints: kv.endpoints(),
+        background: opts.background,
+    };
+    std::fs::write(
+        state_path(run.path()),
+        serde_json::to_string_pretty(&state)?,
+    )?;
+    Ok(Running { state, kv })
+}
+
+/// What to tell the user once the cluster is up.
+pub fn instructions(dir: &Path, state: &State) -> String {
+    let built: Vec<&str> = COMPONENTS.iter().filter(|c| c.1).map(|c| c.0).collect();
+    let missing: Vec<&str> = COMPONENTS.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    format!(
+        "Rustkube local cluster is up in {dir}\n\
+         running: {built}\n\
+         not built yet: {missing}\n\n\
+         Inspect the kvstore with etcdctl:\n  \
+         ETCDCTL_API=3 etcdctl --endpoints {eps} member list\n\n\
+         Admin kubeconfig (for kubectl once the apiserver is built):\n  \
+         export KUBECONFIG={dir}/kubeconfig\n\n\
+         Logs: {dir}/logs/   Status: local-cluster status --dir {dir}\n",
+        dir = dir.display(),
+        built = built.join(", "),
+        missing = missing.join(", "),
+        eps = state.kvstore_endpoints.join(","),
+    )
+}
+
+/// Stops the processes recorded in `DIR/cluster.json` — only those that are still the
+/// processes we started.
+pub fn down(dir: &Path) -> Result<()> {
+    let state = read_state(dir)?;
+    for p in state.processes.iter().rev() {
+        if !is_ours_and_alive(p) {
+            continue;
+        }
+        stop_recorded(p, Duration::from_secs(10))?;
+    }
+    std::fs::remove_file(state_path(dir))?;
+    Ok(())
+}
+
+fn stop_recorded(p: &Recorded, grace: Duration) -> Result<()> {
+    let group = Pid::from_raw(p.pid);
+    let signal = |sig| match killpg(group, sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("signalling {} ({}): {e}", p.name, p.pid)),
+    };
+    signal(Signal::SIGTERM)?;
+    let deadline = Instant::now() + grace;
+    while is_ours_and_alive(p) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if is_ours_and_alive(p) {
+        signal(Signal::SIGKILL)?;
+    }
+    Ok(())
+}
+
+/// One line per recorded process: name, pid, alive or not, endpoints.
+pub fn status(dir: &Path) -> Result<String> {
+    let state = read_state(dir)?;
+    let mut out = String::new();
+    for p in &state.processes {
+        let alive = if is_ours_and_alive(p) {
+            "running"
+        } else {
+            "stopped"
+        };
+        out.push_str(&format!(
+            "{:<20} pid {:<8} {:<8} {}\n",
+            p.name,
+            p.pid,
+            alive,
+            p.endpoints.join(",")
+        ));
+    }
+    for (name, built) in COMPONENTS {
+        if !built {
+            out.push_str(&format!("{name:<20} not built yet\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps a foreground cluster until SIGINT/SIGTERM (or until one of its processes dies),
+/// then stops it. SIGINT and SIGTERM must be blocked before the daemons were started.
+pub fn wait_foreground(running: &mut Running) -> Result<()> {
+    let set = shutdown_signals();
+    loop {
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: `set` is a valid, initialised signal set; a null info pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if sig > 0 {
+            eprintln!("local-cluster: stopping");
+            return running.stop();
+        }
+        if let Some(name) = running.exited() {
+            running.stop()?;
+            bail!("{name} exited unexpectedly; see its log in logs/");
+        }
+    }
+}
+
+/// SIGINT + SIGTERM, blocked in this thread so `wait_foreground` can wait for them.
+pub fn block_shutdown_signals() -> Result<()> {
+    shutdown_signals().thread_block()?;
+    Ok(())
+}
+
+fn shutdown_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}

@@ -3,8 +3,9 @@
 
 CARGO      ?= cargo
 CLUSTER    ?= .cluster
-# Debian packages the tests use: real etcd/etcdctl to compare the kvstore against.
-DEB_PKGS   := etcd-server etcd-client
+# Debian packages the tests use: real etcd/etcdctl to compare the kvstore against, and
+# protoc for the etcd-client crate (our own proto crate uses a vendored protoc).
+DEB_PKGS   := etcd-server etcd-client protobuf-compiler libprotobuf-dev
 SHELL      := /bin/bash
 
 .PHONY: all build test e2e run down status bench bench-kvstore lint fmt deps

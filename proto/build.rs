@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let root = PathBuf::from("proto");
     let files = proto_files(&root)?;
+    // The directories too, so adding a .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed=proto");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -1,2 +1,10 @@
-//! The kvstore's raft peer transport: raft-rs messages (`Message::write_to_bytes()`)
-//! carried in `bytes` fields over a gRPC stream between members.
+//! The kvstore's raft formats: the payload of a raft log entry (`InternalRequest`), the
+//! result of applying it, and the peer transport carrying raft-rs message bytes
+//! (`Message::write_to_bytes()`) in `bytes` fields.
+
+// Generated code names sibling packages through `super::`.
+use crate::etcd::etcdserverpb;
+
+pub mod kvstorepb {
+    tonic::include_proto!("kvstorepb");
+}

@@ -1,27 +1,89 @@
-//! Raft replication with raft-rs: one task owns the `RawNode`; proposals are batched so
+//! Raft replication with raft-rs: one thread owns the `RawNode`; proposals are batched so
 //! many share one sled flush (group commit); linearizable reads go through ReadIndex.
 //!
-//! The contract with the state machine above it is [`StateMachine`].
+//! The contract with the state machine above it is [`StateMachine`]; the handle the
+//! servers use is [`RaftNode`].
+
+mod node;
+mod storage;
+
+pub use node::{RaftConfig, RaftError, RaftNode, RaftStatus};
 
 /// What raft replicates into: the MVCC store implements it.
 ///
 /// Raft and the state machine share one `sled::Db`, so the single flush per raft
 /// `Ready` covers both the log and what was applied.
 pub trait StateMachine: Send + Sync + 'static {
-    /// Applies one committed normal entry. `data` is exactly what was proposed. Must be
-    /// deterministic: every member applies the same entries in the same order and must
-    /// reach the same state. Returns the bytes handed back to the proposer (on the
-    /// member that proposed it). Writes go to sled without flushing; the raft loop
-    /// flushes before anything is acknowledged.
-    fn apply(&self, index: u64, data: &[u8]) -> Vec<u8>;
+    /// Applies one committed entry. `data` is exactly what was proposed (empty for raft's
+    /// own entries, which only advance the applied index). Must be deterministic: every
+    /// member applies the same entries in the same order and must reach the same state.
+    /// Returns the bytes handed back to the proposer. Writes go to sled without flushing;
+    /// the raft loop flushes before anything is acknowledged. An error is a storage
+    /// failure: the node stops rather than diverge.
+    fn apply(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>>;
 
     /// The index of the last entry applied (persisted with the state, so a restart
     /// resumes after it).
     fn applied_index(&self) -> u64;
 
     /// The whole state, for a raft snapshot sent to a member that fell behind.
-    fn snapshot(&self) -> Vec<u8>;
+    fn snapshot(&self) -> anyhow::Result<Vec<u8>>;
 
     /// Replaces the whole state with a snapshot taken at `index`.
     fn restore(&self, index: u64, data: &[u8]) -> anyhow::Result<()>;
+}
+
+/// A stable member id from the cluster token, the member's name and peer URLs (FNV-1a,
+/// 64 bit), so every member computes the same ids from `--initial-cluster`.
+pub fn member_id(token: &str, name: &str, peer_urls: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    feed(token.as_bytes());
+    feed(name.as_bytes());
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    for u in &urls {
+        feed(u.as_bytes());
+    }
+    // 0 means "no node" to raft-rs.
+    h.max(1)
+}
+
+/// The cluster id: derived from the sorted member ids.
+pub fn cluster_id(token: &str, member_ids: &[u64]) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    member_id(token, "cluster", &names)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = super::member_id("t", "a", &["http://127.0.0.1:1".into()]);
+        assert_eq!(
+            a,
+            super::member_id("t", "a", &["http://127.0.0.1:1".into()])
+        );
+        assert_ne!(
+            a,
+            super::member_id("t", "b", &["http://127.0.0.1:1".into()])
+        );
+        assert_ne!(
+            a,
+            super::member_id("u", "a", &["http://127.0.0.1:1".into()])
+        );
+        assert_eq!(
+            super::cluster_id("t", &[2, 1]),
+            super::cluster_id("t", &[1, 2])
+        );
+    }
 }

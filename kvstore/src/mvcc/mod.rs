@@ -1,0 +1,332 @@
+//! The MVCC key-value state machine, etcd's data model on sled: one global revision (+1
+//! per write transaction), per-key create/mod revision and version, tombstones,
+//! compaction, leases. Raft applies committed entries here in log order
+//! ([`Store::apply_entry`]); reads come straight from the in-memory key index and sled.
+//!
+//! Must not: read clocks or randomness while applying (every member must reach the same
+//! state), or let a reader observe half of an applied entry.
+
+mod key_index;
+pub mod range;
+pub mod revision;
+mod snapshot;
+mod txn;
+
+use crate::watch::Hub;
+use key_index::KeyIndex;
+use prost::Message;
+use proto::etcd::etcdserverpb::{RangeRequest, RangeResponse};
+use proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
+use proto::peer::kvstorepb::{internal_response, ApplyError, InternalRequest, InternalResponse};
+use revision::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+/// An error with the gRPC code and message etcd answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
+        StoreError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn compacted() -> Self {
+        Self::new(
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        )
+    }
+    pub fn future_rev() -> Self {
+        Self::new(
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        )
+    }
+    pub fn lease_not_found() -> Self {
+        Self::new(
+            tonic::Code::NotFound,
+            "etcdserver: requested lease not found",
+        )
+    }
+    fn storage(e: impl std::fmt::Display) -> Self {
+        Self::new(tonic::Code::Internal, format!("kvstore storage: {e}"))
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        tonic::Status::new(e.code, e.message)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LeaseState {
+    /// Granted TTL in seconds.
+    pub ttl: i64,
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub current_rev: i64,
+    pub compact_rev: i64,
+    pub applied_index: u64,
+    pub index: BTreeMap<Vec<u8>, KeyIndex>,
+    pub leases: BTreeMap<i64, LeaseState>,
+}
+
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    state: RwLock<State>,
+    hub: Arc<Hub>,
+}
+
+fn decode_value(bytes: &[u8]) -> Result<(bool, KeyValue), StoreError> {
+    let (kind, rest) = bytes
+        .split_first()
+        .ok_or_else(|| StoreError::storage("empty revision record"))?;
+    let kv = KeyValue::decode(rest).map_err(StoreError::storage)?;
+    Ok((*kind == KIND_TOMBSTONE, kv))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `db` and rebuilds the key index from history.
+    pub fn open(db: sled::Db, hub: Arc<Hub>) -> anyhow::Result<Self> {
+        let tree = db.open_tree("mvcc")?;
+        let state = Self::load(&tree)?;
+        Ok(Store {
+            db,
+            tree,
+            state: RwLock::new(state),
+            hub,
+        })
+    }
+
+    /// Rebuilds the in-memory state from sled (after a snapshot replaced the records).
+    fn reload(&self) -> anyhow::Result<()> {
+        let fresh = Self::load(&self.tree)?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn load(tree: &sled::Tree) -> anyhow::Result<State> {
+        let meta = |k: &[u8]| -> anyhow::Result<Option<i64>> {
+            Ok(tree.get(k)?.and_then(|v| decode_i64(&v)))
+        };
+        let mut state = State {
+            // A fresh store is at revision 1, as etcd's is.
+            current_rev: meta(META_CURRENT_REV)?.unwrap_or(1),
+            compact_rev: meta(META_COMPACT_REV)?.unwrap_or(0),
+            applied_index: meta(META_APPLIED_INDEX)?.unwrap_or(0) as u64,
+            ..Default::default()
+        };
+        for item in tree.scan_prefix([REV_PREFIX]) {
+            let (k, v) = item?;
+            let rev = Revision::from_key(&k)
+                .ok_or_else(|| anyhow::anyhow!("malformed revision key {k:?}"))?;
+            let (tombstone, kv) = decode_value(&v)?;
+            state
+                .index
+                .entry(kv.key.clone())
+                .or_default()
+                .push(rev, tombstone);
+        }
+        for item in tree.scan_prefix([LEASE_PREFIX]) {
+            let (k, v) = item?;
+            let id = lease_id_from_key(&k).ok_or_else(|| anyhow::anyhow!("malformed lease key"))?;
+            let ttl = decode_i64(&v).ok_or_else(|| anyhow::anyhow!("malformed lease record"))?;
+            state.leases.insert(
+                id,
+                LeaseState {
+                    ttl,
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
+        // Re-attach live keys to their leases.
+        let live: Vec<Revision> = state
+            .index
+            .values()
+            .filter_map(|ki| ki.get(state.current_rev))
+            .collect();
+        for rev in live {
+            if let Some(v) = tree.get(rev.to_key())? {
+                let (_, kv) = decode_value(&v)?;
+                if kv.lease != 0 {
+                    if let Some(l) = state.leases.get_mut(&kv.lease) {
+                        l.keys.insert(kv.key);
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.read_state().current_rev
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.read_state().compact_rev
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.read_state().applied_index
+    }
+
+    /// The KeyValue stored at a revision.
+    pub(crate) fn read_rev(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+        let v = self
+            .tree
+            .get(rev.to_key())
+            .map_err(StoreError::storage)?
+            .ok_or_else(|| StoreError::storage(format!("revision {rev:?} missing")))?;
+        Ok(decode_value(&v)?.1)
+    }
+
+    /// Serves a Range: returns the response and the store revision it was read at.
+    pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, i64), StoreError> {
+        let state = self.read_state();
+        let at = check_read_rev(&state, req.revision)?;
+        let resp = range::range(&state.index, req, at, &mut |r| self.read_rev(r))?;
+        Ok((resp, state.current_rev))
+    }
+
+    /// A lease's granted TTL and attached keys.
+    pub fn lease(&self, id: i64) -> Option<LeaseState> {
+        self.read_state().leases.get(&id).cloned()
+    }
+
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.read_state().leases.keys().copied().collect()
+    }
+
+    /// The history of `[key, range_end)` from revision `from` (inclusive) to now, as watch
+    /// events in revision order, with prev_kv when asked. Called with the state locked by
+    /// the watch hub so no event can slip between replay and live delivery.
+    pub(crate) fn history(
+        &self,
+        state: &State,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        prev_kv: bool,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut revs: Vec<(Revision, bool, Option<Revision>)> = Vec::new();
+        let (lo, hi) = range::key_bounds(key, range_end);
+        if range::valid_range(key, range_end) {
+            for (_, ki) in state.index.range::<[u8], _>((lo, hi)) {
+                for (i, (rev, tomb)) in ki.revs.iter().enumerate() {
+                    if rev.main >= from {
+                        let prev = i.checked_sub(1).and_then(|p| {
+                            let (r, t) = ki.revs[p];
+                            (!t).then_some(r)
+                        });
+                        revs.push((*rev, *tomb, prev));
+                    }
+                }
+            }
+        }
+        revs.sort_by_key(|(r, _, _)| *r);
+        let mut out = Vec::with_capacity(revs.len());
+        for (rev, tomb, prev) in revs {
+            let kv = self.read_rev(rev)?;
+            let prev_kv = match (prev_kv, prev) {
+                (true, Some(p)) => Some(self.read_rev(p)?),
+                _ => None,
+            };
+            out.push(Event {
+                r#type: if tomb {
+                    EventType::Delete
+                } else {
+                    EventType::Put
+                } as i32,
+                kv: Some(kv),
+                prev_kv,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies one committed raft entry. Its effects and the applied index are written in
+    /// one atomic sled batch (not flushed: the raft loop flushes before acknowledging),
+    /// then watchers are notified, in revision order, before the lock is released.
+    /// An entry at or below the applied index (replayed after a restart) is skipped.
+    pub fn apply_entry(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if index <= state.applied_index {
+            return Ok(Vec::new());
+        }
+        let mut batch = sled::Batch::default();
+        let (resp, events, rev) = if data.is_empty() {
+            (None, Vec::new(), state.current_rev)
+        } else {
+            let req = InternalRequest::decode(data)?;
+            let mut t = txn::WriteTxn::new(&mut state, self, &mut batch);
+            let resp = t.apply(req);
+            let (events, rev) = t.finish();
+            (Some(resp), events, rev)
+        };
+        state.applied_index = index;
+        batch.insert(META_APPLIED_INDEX, &encode_i64(index as i64));
+        if rev != state.current_rev {
+            state.current_rev = rev;
+            batch.insert(META_CURRENT_REV, &encode_i64(rev));
+        }
+        self.tree.apply_batch(batch)?;
+        if !events.is_empty() {
+            self.hub.notify(rev, &events);
+        }
+        Ok(resp.map(|r| r.encode_to_vec()).unwrap_or_default())
+    }
+
+    /// Bytes used on disk by the database.
+    pub fn db_size(&self) -> i64 {
+        self.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
+    }
+}
+
+/// The revision a read at `requested` (0 = latest) sees, or etcd's error for it.
+pub(crate) fn check_read_rev(state: &State, requested: i64) -> Result<i64, StoreError> {
+    if requested <= 0 {
+        return Ok(state.current_rev);
+    }
+    if requested > state.current_rev {
+        return Err(StoreError::future_rev());
+    }
+    if requested < state.compact_rev {
+        return Err(StoreError::compacted());
+    }
+    Ok(requested)
+}
+
+/// Turns an apply result back into a response or the error decided while applying.
+pub fn decode_response(bytes: &[u8]) -> Result<internal_response::Response, StoreError> {
+    let resp = InternalResponse::decode(bytes).map_err(StoreError::storage)?;
+    match resp.response {
+        Some(internal_response::Response::Error(ApplyError { code, message })) => {
+            Err(StoreError::new(tonic::Code::from(code), message))
+        }
+        Some(r) => Ok(r),
+        None => Err(StoreError::storage("empty apply result")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

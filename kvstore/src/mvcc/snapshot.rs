@@ -1,0 +1,58 @@
+//! The whole MVCC state as raft snapshot bytes, and `StateMachine` for the store.
+//!
+//! Snapshot layout: a sequence of records `key_len:u32 BE, key, value_len:u32 BE, value`
+//! covering every record of the `mvcc` tree (see `revision` for what they are).
+
+use super::Store;
+use crate::raft::StateMachine;
+
+impl StateMachine for Store {
+    fn apply(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.apply_entry(index, data)
+    }
+
+    fn applied_index(&self) -> u64 {
+        Store::applied_index(self)
+    }
+
+    fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
+        // Holding the read lock keeps apply out, so the records are one consistent state.
+        let _state = self.read_state();
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(&v);
+        }
+        Ok(out)
+    }
+
+    fn restore(&self, _index: u64, data: &[u8]) -> anyhow::Result<()> {
+        let mut records = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (k, r) = take(rest)?;
+            let (v, r) = take(r)?;
+            records.push((k.to_vec(), v.to_vec()));
+            rest = r;
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.tree.iter() {
+            batch.remove(item?.0);
+        }
+        for (k, v) in records {
+            batch.insert(k, v);
+        }
+        self.tree.apply_batch(batch)?;
+        self.reload()
+    }
+}
+
+fn take(b: &[u8]) -> anyhow::Result<(&[u8], &[u8])> {
+    anyhow::ensure!(b.len() >= 4, "truncated snapshot");
+    let n = u32::from_be_bytes(b[..4].try_into()?) as usize;
+    anyhow::ensure!(b.len() >= 4 + n, "truncated snapshot");
+    Ok((&b[4..4 + n], &b[4 + n..]))
+}

@@ -1,0 +1,322 @@
+//! The store driven directly through `apply_entry`, as raft drives it: revision
+//! arithmetic identical to etcd's (notes/etcd-compat.md), tombstones, transactions,
+//! compaction, leases, restart and snapshots.
+
+use super::*;
+use crate::raft::StateMachine;
+use proto::etcd::etcdserverpb::{
+    compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use proto::peer::kvstorepb::internal_request::Request as Q;
+use proto::peer::kvstorepb::internal_response::Response as R;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    index: u64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(db, Arc::new(Hub::new())).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, q: Q) -> Result<R, StoreError> {
+        self.index += 1;
+        let bytes = InternalRequest { request: Some(q) }.encode_to_vec();
+        let out = self.store.apply_entry(self.index, &bytes).unwrap();
+        decode_response(&out)
+    }
+
+    fn put(&mut self, k: &str, v: &str) -> i64 {
+        match self.apply(Q::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })) {
+            Ok(R::Put(p)) => p.header.unwrap().revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn get(&self, k: &str, rev: i64) -> Result<Vec<KeyValue>, StoreError> {
+        self.store
+            .range(&RangeRequest {
+                key: k.into(),
+                revision: rev,
+                ..Default::default()
+            })
+            .map(|(r, _)| r.kvs)
+    }
+}
+
+fn del(k: &str) -> Q {
+    Q::DeleteRange(DeleteRangeRequest {
+        key: k.into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn revisions_match_etcd() {
+    let mut f = Fixture::new();
+    assert_eq!(
+        f.store.current_revision(),
+        1,
+        "a fresh store is at revision 1"
+    );
+    assert_eq!(f.put("a", "1"), 2);
+    assert_eq!(f.put("a", "2"), 3);
+    let kv = &f.get("a", 0).unwrap()[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    // Deleting a missing key adds no revision.
+    match f.apply(del("missing")).unwrap() {
+        R::DeleteRange(d) => assert_eq!((d.deleted, d.header.unwrap().revision), (0, 3)),
+        other => panic!("{other:?}"),
+    }
+    // A delete writes a tombstone; a new put starts the key's life over.
+    f.apply(del("a")).unwrap();
+    assert_eq!(f.store.current_revision(), 4);
+    assert!(f.get("a", 0).unwrap().is_empty());
+    assert_eq!(f.put("a", "3"), 5);
+    let kv = &f.get("a", 0).unwrap()[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+    // History stays readable until compacted.
+    assert_eq!(f.get("a", 3).unwrap()[0].value, b"2");
+    assert!(f.get("a", 4).unwrap().is_empty());
+    assert_eq!(f.get("a", 9).unwrap_err(), StoreError::future_rev());
+}
+
+#[test]
+fn transactions_compare_and_write_in_one_revision() {
+    let mut f = Fixture::new();
+    f.put("k", "v1");
+    let put = |k: &str, v: &str| RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })),
+    };
+    let cmp = |target: compare::CompareTarget, union: compare::TargetUnion| Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key: b"k".to_vec(),
+        target_union: Some(union),
+        range_end: Vec::new(),
+    };
+    let txn = |c: Compare| {
+        Q::Txn(TxnRequest {
+            compare: vec![c],
+            success: vec![put("x", "yes"), put("y", "yes")],
+            failure: vec![put("x", "no")],
+        })
+    };
+    let cases = [
+        (
+            cmp(
+                compare::CompareTarget::Value,
+                compare::TargetUnion::Value(b"v1".to_vec()),
+            ),
+            true,
+        ),
+        (
+            cmp(
+                compare::CompareTarget::Value,
+                compare::TargetUnion::Value(b"v2".to_vec()),
+            ),
+            false,
+        ),
+        (
+            cmp(
+                compare::CompareTarget::Version,
+                compare::TargetUnion::Version(1),
+            ),
+            true,
+        ),
+        (
+            cmp(
+                compare::CompareTarget::Create,
+                compare::TargetUnion::CreateRevision(2),
+            ),
+            true,
+        ),
+        (
+            cmp(
+                compare::CompareTarget::Mod,
+                compare::TargetUnion::ModRevision(99),
+            ),
+            false,
+        ),
+        (
+            cmp(
+                compare::CompareTarget::Lease,
+                compare::TargetUnion::Lease(0),
+            ),
+            true,
+        ),
+    ];
+    for (c, want) in cases {
+        let before = f.store.current_revision();
+        match f.apply(txn(c.clone())).unwrap() {
+            R::Txn(t) => {
+                assert_eq!(t.succeeded, want, "{c:?}");
+                // Both puts of the success branch share one revision.
+                assert_eq!(t.header.unwrap().revision, before + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let x = &f.get("x", 0).unwrap()[0];
+        assert_eq!(
+            x.value,
+            if want {
+                b"yes".to_vec()
+            } else {
+                b"no".to_vec()
+            }
+        );
+        assert_eq!(x.mod_revision, before + 1);
+    }
+    // A compare on a missing key: version 0, value compares are false.
+    let missing = Compare {
+        key: b"nope".to_vec(),
+        ..cmp(
+            compare::CompareTarget::Version,
+            compare::TargetUnion::Version(0),
+        )
+    };
+    match f.apply(txn(missing)).unwrap() {
+        R::Txn(t) => assert!(t.succeeded),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn compaction_removes_history_and_reports_errors() {
+    let mut f = Fixture::new();
+    for i in 0..5 {
+        f.put("a", &i.to_string()); // revisions 2..=6
+    }
+    f.apply(del("a")).unwrap(); // 7
+    f.put("b", "x"); // 8
+    let compact = |rev| {
+        Q::Compaction(CompactionRequest {
+            revision: rev,
+            physical: true,
+        })
+    };
+    assert_eq!(f.apply(compact(99)).unwrap_err(), StoreError::future_rev());
+    assert!(matches!(f.apply(compact(5)).unwrap(), R::Compaction(_)));
+    assert_eq!(f.get("a", 4).unwrap_err(), StoreError::compacted());
+    assert_eq!(f.get("a", 5).unwrap()[0].value, b"3");
+    assert_eq!(f.apply(compact(5)).unwrap_err(), StoreError::compacted());
+    f.apply(compact(8)).unwrap();
+    // The deleted key's whole history is gone; the live one stays.
+    assert!(!f.store.read_state().index.contains_key(b"a".as_slice()));
+    assert_eq!(f.get("b", 0).unwrap()[0].value, b"x");
+    assert_eq!(f.store.current_revision(), 8, "compaction adds no revision");
+}
+
+#[test]
+fn leases_attach_and_revoke_keys() {
+    let mut f = Fixture::new();
+    let grant = Q::LeaseGrant(LeaseGrantRequest { ttl: 30, id: 7 });
+    assert!(matches!(f.apply(grant.clone()).unwrap(), R::LeaseGrant(_)));
+    assert_eq!(
+        f.apply(grant).unwrap_err().code,
+        tonic::Code::FailedPrecondition
+    );
+    let put = |k: &str, lease| {
+        Q::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        })
+    };
+    f.apply(put("a", 7)).unwrap();
+    f.apply(put("b", 7)).unwrap();
+    assert_eq!(
+        f.apply(put("c", 8)).unwrap_err(),
+        StoreError::lease_not_found()
+    );
+    assert_eq!(f.store.lease(7).unwrap().keys.len(), 2);
+    let rev = f.store.current_revision();
+    f.apply(Q::LeaseRevoke(LeaseRevokeRequest { id: 7 }))
+        .unwrap();
+    assert!(f.get("a", 0).unwrap().is_empty() && f.get("b", 0).unwrap().is_empty());
+    assert_eq!(
+        f.store.current_revision(),
+        rev + 1,
+        "one revision for the revoke"
+    );
+    assert_eq!(
+        f.apply(Q::LeaseRevoke(LeaseRevokeRequest { id: 7 }))
+            .unwrap_err(),
+        StoreError::lease_not_found()
+    );
+}
+
+#[test]
+fn reopening_rebuilds_the_same_state_and_skips_replayed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = |q| InternalRequest { request: Some(q) }.encode_to_vec();
+    {
+        let store = Store::open(sled::open(dir.path()).unwrap(), Arc::new(Hub::new())).unwrap();
+        store
+            .apply_entry(
+                1,
+                &bytes(Q::LeaseGrant(LeaseGrantRequest { ttl: 9, id: 3 })),
+            )
+            .unwrap();
+        store
+            .apply_entry(
+                2,
+                &bytes(Q::Put(PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    lease: 3,
+                    ..Default::default()
+                })),
+            )
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(sled::open(dir.path()).unwrap(), Arc::new(Hub::new())).unwrap();
+    assert_eq!(store.applied_index(), 2);
+    assert_eq!(store.current_revision(), 2);
+    assert!(store.lease(3).unwrap().keys.contains(b"k".as_slice()));
+    // Raft replays entry 2 after a crash: it must not apply twice.
+    let again = bytes(Q::Put(PutRequest {
+        key: b"k".to_vec(),
+        value: b"w".to_vec(),
+        ..Default::default()
+    }));
+    store.apply_entry(2, &again).unwrap();
+    assert_eq!(store.current_revision(), 2);
+}
+
+#[test]
+fn snapshots_restore_the_whole_state() {
+    let mut a = Fixture::new();
+    a.put("x", "1");
+    a.put("y", "2");
+    a.apply(Q::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 1 }))
+        .unwrap();
+    let snap = a.store.snapshot().unwrap();
+    let b = Fixture::new();
+    b.store.restore(a.index, &snap).unwrap();
+    assert_eq!(b.store.current_revision(), a.store.current_revision());
+    assert_eq!(b.store.applied_index(), a.index);
+    assert_eq!(b.get("y", 0).unwrap(), a.get("y", 0).unwrap());
+    assert!(b.store.lease(1).is_some());
+    assert!(b.store.restore(1, &snap[..snap.len() - 1]).is_err());
+}

@@ -1,0 +1,124 @@
+//! The etcd v3 gRPC services over the MVCC store and raft: `KV`, `Watch`, `Lease`,
+//! `Cluster`, `Maintenance`. Writes become raft proposals; reads are linearizable
+//! (ReadIndex) unless the request asks for serializable.
+//!
+//! Must not: change the store except through raft, or answer a write before raft says
+//! it is applied and durable.
+
+mod cluster;
+mod kv;
+mod lease;
+pub mod lessor;
+mod maintenance;
+mod watch;
+
+use crate::mvcc::{decode_response, Store};
+use crate::raft::{RaftError, RaftNode};
+use lessor::Lessor;
+use prost::Message;
+use proto::etcd::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer, Member, ResponseHeader,
+};
+use proto::peer::kvstorepb::{internal_request, internal_response, InternalRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Status;
+
+/// This member as `member list` shows it.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl MemberInfo {
+    pub fn to_proto(&self) -> Member {
+        Member {
+            id: self.id,
+            name: self.name.clone(),
+            peer_ur_ls: self.peer_urls.clone(),
+            client_ur_ls: self.client_urls.clone(),
+            is_learner: false,
+        }
+    }
+}
+
+/// Everything the services share.
+pub struct Server {
+    pub store: Arc<Store>,
+    pub raft: RaftNode,
+    pub lessor: Arc<Lessor>,
+    pub member: MemberInfo,
+    pub max_request_bytes: usize,
+    /// How often a watch created with `progress_notify` gets a progress response.
+    pub progress_interval: Duration,
+}
+
+/// The handle the streaming services (Watch, Lease keep-alive) implement their traits on:
+/// their spawned tasks need an owned reference to the server.
+#[derive(Clone)]
+pub struct Shared(pub Arc<Server>);
+
+impl std::ops::Deref for Shared {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+/// The message etcd returns for a request over `--max-request-bytes`.
+const TOO_LARGE: &str = "etcdserver: request is too large";
+
+impl Server {
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let s = self.raft.status();
+        ResponseHeader {
+            cluster_id: s.cluster_id,
+            member_id: s.member_id,
+            revision,
+            raft_term: s.term,
+        }
+    }
+
+    /// Rejects requests over the size limit, as etcd does.
+    fn check_size(&self, m: &impl Message) -> Result<(), Status> {
+        if m.encoded_len() > self.max_request_bytes {
+            return Err(Status::invalid_argument(TOO_LARGE));
+        }
+        Ok(())
+    }
+
+    /// Replicates a write and returns what applying it produced (or the error decided
+    /// while applying).
+    async fn propose(
+        &self,
+        req: internal_request::Request,
+    ) -> Result<internal_response::Response, Status> {
+        let bytes = InternalRequest { request: Some(req) }.encode_to_vec();
+        let result = self.raft.propose(bytes).await.map_err(Status::from)?;
+        Ok(decode_response(&result)?)
+    }
+
+    /// The linearizable-read barrier.
+    async fn linearize(&self) -> Result<(), Status> {
+        self.raft
+            .read_index()
+            .await
+            .map_err(|e: RaftError| Status::from(e))
+    }
+}
+
+/// The gRPC router with every service, limits set so oversized requests reach our own
+/// check (etcd's message) unless they are far beyond it.
+pub fn router(server: Arc<Server>) -> tonic::service::Routes {
+    // Like etcd: the transport accepts max-request-bytes plus gRPC overhead.
+    let limit = server.max_request_bytes + 512 * 1024;
+    tonic::service::Routes::new(KvServer::from_arc(server.clone()).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(Shared(server.clone())).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(Shared(server.clone())).max_decoding_message_size(limit))
+        .add_service(ClusterServer::from_arc(server.clone()).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::from_arc(server).max_decoding_message_size(limit))
+}

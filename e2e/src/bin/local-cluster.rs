@@ -79,7 +79,10 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             } else {
                 println!("Press Ctrl-C to stop.");
-                cluster::wait_foreground(&mut running)
+                let result = cluster::wait_foreground(&mut running);
+                // Everything it recorded has stopped: the record goes too.
+                std::fs::remove_file(dir.join("cluster.json"))?;
+                result
             }
         }
         Command::Down { dir } => {

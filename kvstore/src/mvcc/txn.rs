@@ -319,11 +319,28 @@ impl<'a> WriteTxn<'a> {
         for op in ops {
             use request_op::Request as Q;
             use response_op::Response as R;
+            // Each nested header carries the revision as of that operation, as etcd's do.
             let r = match &op.request {
-                Some(Q::RequestRange(r)) => R::ResponseRange(self.range(r)?),
-                Some(Q::RequestPut(p)) => R::ResponsePut(self.put(p)?),
-                Some(Q::RequestDeleteRange(d)) => R::ResponseDeleteRange(self.delete_range(d)?),
-                Some(Q::RequestTxn(t)) => R::ResponseTxn(self.txn(t)?),
+                Some(Q::RequestRange(r)) => {
+                    let mut resp = self.range(r)?;
+                    resp.header = header(self.read_at());
+                    R::ResponseRange(resp)
+                }
+                Some(Q::RequestPut(p)) => {
+                    let mut resp = self.put(p)?;
+                    resp.header = header(self.read_at());
+                    R::ResponsePut(resp)
+                }
+                Some(Q::RequestDeleteRange(d)) => {
+                    let mut resp = self.delete_range(d)?;
+                    resp.header = header(self.read_at());
+                    R::ResponseDeleteRange(resp)
+                }
+                Some(Q::RequestTxn(t)) => {
+                    let mut resp = self.txn(t)?;
+                    resp.header = header(self.read_at());
+                    R::ResponseTxn(resp)
+                }
                 None => {
                     return Err(StoreError::new(
                         tonic::Code::InvalidArgument,
@@ -426,29 +443,16 @@ fn header(rev: i64) -> Option<ResponseHeader> {
     })
 }
 
-/// Stamps the revision into every header of a response, nested txn responses included.
+/// Stamps the revision into the outer header of a response.
 fn set_headers(r: &mut internal_response::Response, rev: i64) {
     use internal_response::Response as R;
     match r {
         R::Put(p) => p.header = header(rev),
         R::DeleteRange(d) => d.header = header(rev),
-        R::Txn(t) => set_txn_headers(t, rev),
+        R::Txn(t) => t.header = header(rev),
         R::Compaction(c) => c.header = header(rev),
         R::LeaseGrant(g) => g.header = header(rev),
         R::LeaseRevoke(l) => l.header = header(rev),
         R::Error(_) => {}
-    }
-}
-
-fn set_txn_headers(t: &mut TxnResponse, rev: i64) {
-    t.header = header(rev);
-    for op in &mut t.responses {
-        match &mut op.response {
-            Some(response_op::Response::ResponseRange(r)) => r.header = header(rev),
-            Some(response_op::Response::ResponsePut(p)) => p.header = header(rev),
-            Some(response_op::Response::ResponseDeleteRange(d)) => d.header = header(rev),
-            Some(response_op::Response::ResponseTxn(t)) => set_txn_headers(t, rev),
-            None => {}
-        }
     }
 }

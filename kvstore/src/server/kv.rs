@@ -2,9 +2,9 @@
 
 use super::Server;
 use proto::etcd::etcdserverpb::{
-    kv_server::Kv, request_op, response_op, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    kv_server::Kv, request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use proto::peer::kvstorepb::{internal_request::Request as Q, internal_response::Response as R};
 use std::collections::HashSet;
@@ -60,26 +60,6 @@ fn check_ops(ops: &[RequestOp], puts: &mut HashSet<Vec<u8>>) -> Result<(), Statu
         }
     }
     Ok(())
-}
-
-impl Server {
-    /// Completes the ids and term of every header in a transaction response.
-    fn fill_txn_headers(&self, t: &mut TxnResponse) {
-        let fill = |h: &mut Option<ResponseHeader>| {
-            let rev = h.as_ref().map_or(0, |h| h.revision);
-            *h = Some(self.header(rev));
-        };
-        fill(&mut t.header);
-        for op in &mut t.responses {
-            match &mut op.response {
-                Some(response_op::Response::ResponseRange(r)) => fill(&mut r.header),
-                Some(response_op::Response::ResponsePut(p)) => fill(&mut p.header),
-                Some(response_op::Response::ResponseDeleteRange(d)) => fill(&mut d.header),
-                Some(response_op::Response::ResponseTxn(t)) => self.fill_txn_headers(t),
-                None => {}
-            }
-        }
-    }
 }
 
 fn rev_of(h: &Option<ResponseHeader>) -> i64 {
@@ -141,7 +121,9 @@ impl Kv for Server {
         // Read-only transactions go through raft too: one code path, linearizable.
         match self.propose(Q::Txn(req)).await? {
             R::Txn(mut t) => {
-                self.fill_txn_headers(&mut t);
+                // Only the outer header carries ids and term; nested ones carry just the
+                // revision, as etcd's do.
+                t.header = Some(self.header(rev_of(&t.header)));
                 Ok(Response::new(t))
             }
             other => Err(unexpected(other)),

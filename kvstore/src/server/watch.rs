@@ -139,17 +139,22 @@ impl Server {
                 };
                 match registered {
                     Registered::Compacted { compact_revision } => {
-                        let resp = WatchResponse {
+                        // As etcd: acknowledge the watch, then cancel it with the
+                        // compaction point (a header without a revision).
+                        let created = WatchResponse {
                             header: Some(self.header(self.store.current_revision())),
                             watch_id,
                             created: true,
-                            canceled: true,
-                            compact_revision,
-                            cancel_reason: "etcdserver: mvcc: required revision has been compacted"
-                                .into(),
                             ..Default::default()
                         };
-                        out.send(Ok(resp)).await.is_ok()
+                        let canceled = WatchResponse {
+                            header: Some(self.header(0)),
+                            watch_id,
+                            canceled: true,
+                            compact_revision,
+                            ..Default::default()
+                        };
+                        out.send(Ok(created)).await.is_ok() && out.send(Ok(canceled)).await.is_ok()
                     }
                     Registered::Watching { id } => {
                         let created = WatchResponse {

@@ -4,7 +4,7 @@
 //!
 //! Durability order per `Ready` (raft-rs 0.7): apply snapshot, apply committed entries,
 //! append new entries and hard state, **flush sled**, only then send persisted messages
-//! and acknowledge proposers. Proposers are matched to their entries by a context of
+//! and acknowledge proposers — one fsync per `Ready`, shared by every proposal in it. Proposers are matched to their entries by a context of
 //! (member id, request id) carried in the entry.
 
 use super::storage::LogStorage;
@@ -146,30 +146,33 @@ impl RaftNode {
             read_retry: HashMap::new(),
             leader: 0,
         };
+        let (started_tx, started_rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("raft".into())
-            .spawn(move || lp.run(rx))?;
+            .spawn(move || lp.run(rx, started_tx))?;
         *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        // Callers see the node's first status (a lone voter already leading), not zeros.
+        started_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the raft loop stopped while starting"))?;
         Ok(RaftNode { tx, shared })
     }
 
     /// Replicates `data`; resolves with the state machine's answer once the entry is
     /// committed, applied and flushed on this member.
     pub async fn propose(&self, data: Vec<u8>) -> Result<Vec<u8>, RaftError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Propose(data, reply))
-            .map_err(|_| RaftError::Stopped)?;
-        rx.await.map_err(|_| RaftError::Stopped)?
+        self.call(|reply| Cmd::Propose(data, reply)).await
     }
 
     /// Linearizable read barrier (ReadIndex): resolves once this member has applied
     /// everything committed when the call was made.
     pub async fn read_index(&self) -> Result<(), RaftError> {
+        self.call(Cmd::ReadIndex).await
+    }
+
+    async fn call<T>(&self, cmd: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, RaftError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::ReadIndex(reply))
-            .map_err(|_| RaftError::Stopped)?;
+        self.tx.send(cmd(reply)).map_err(|_| RaftError::Stopped)?;
         rx.await.map_err(|_| RaftError::Stopped)?
     }
 
@@ -207,6 +210,21 @@ impl RaftNode {
 struct Waiter<T> {
     reply: Reply<T>,
     since: Instant,
+}
+
+/// Removes and returns the waiters older than `timeout`.
+fn take_expired<T>(
+    waiters: &mut HashMap<u64, Waiter<T>>,
+    timeout: Duration,
+) -> Vec<(u64, Waiter<T>)> {
+    let ids: Vec<u64> = waiters
+        .iter()
+        .filter(|(_, w)| w.since.elapsed() >= timeout)
+        .map(|(id, _)| *id)
+        .collect();
+    ids.into_iter()
+        .filter_map(|id| waiters.remove(&id).map(|w| (id, w)))
+        .collect()
 }
 
 struct Loop {
@@ -248,7 +266,7 @@ fn parse_context(c: &[u8]) -> Option<(u64, u64)> {
 }
 
 impl Loop {
-    fn run(&mut self, rx: mpsc::Receiver<Cmd>) {
+    fn run(&mut self, rx: mpsc::Receiver<Cmd>, started: mpsc::Sender<()>) {
         let tick = self.cfg.heartbeat_interval.max(Duration::from_millis(1));
         let mut next_tick = Instant::now() + tick;
         // A lone voter campaigned before the loop started: settle that first, so status
@@ -261,6 +279,8 @@ impl Loop {
             }
         }
         self.publish_status();
+        // The starter waits for this; if it has gone there is no one to tell.
+        let _ = started.send(());
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut stop = false;
@@ -401,11 +421,13 @@ impl Loop {
         if let Some(commit) = light.commit_index() {
             self.storage.set_commit(commit)?;
         }
+        // Entries committed by this advance were appended and flushed above, so their
+        // acknowledgement needs no second fsync: a crash before the next flush loses only
+        // applied effects, and a restart re-applies committed entries after the persisted
+        // applied index (sled recovers a prefix of its writes, so that index never runs
+        // ahead of the persisted commit).
         self.apply_committed(light.take_committed_entries(), &mut acks)?;
-        if !acks.is_empty() {
-            self.flush()?;
-            self.ack(&mut acks);
-        }
+        self.ack(&mut acks);
         self.node.advance_apply();
         self.maybe_compact()?;
         Ok(())
@@ -482,31 +504,14 @@ impl Loop {
             }
         }
         let timeout = self.cfg.request_timeout;
-        let late = |w: &Waiter<_>| w.since.elapsed() >= timeout;
-        let expired: Vec<u64> = self
-            .proposals
-            .iter()
-            .filter(|(_, w)| late(w))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(w) = self.proposals.remove(&id) {
-                self.metrics.proposals_pending.dec();
-                self.metrics.proposals_failed.inc();
-                let _ = w.reply.send(Err(RaftError::Timeout)); // the caller may be gone
-            }
+        for (_, w) in take_expired(&mut self.proposals, timeout) {
+            self.metrics.proposals_pending.dec();
+            self.metrics.proposals_failed.inc();
+            let _ = w.reply.send(Err(RaftError::Timeout)); // the caller may be gone
         }
-        let expired: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, w)| w.since.elapsed() >= timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        for (id, w) in take_expired(&mut self.reads, timeout) {
             self.read_retry.remove(&id);
-            if let Some(w) = self.reads.remove(&id) {
-                let _ = w.reply.send(Err(RaftError::Timeout)); // the caller may be gone
-            }
+            let _ = w.reply.send(Err(RaftError::Timeout)); // the caller may be gone
         }
     }
 

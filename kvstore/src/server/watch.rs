@@ -76,6 +76,19 @@ impl Watch for Shared {
 }
 
 impl Server {
+    /// Answers a create request that cannot be honoured: created and canceled at once.
+    async fn refuse(&self, out: &Out, watch_id: i64, reason: &str) -> bool {
+        let resp = WatchResponse {
+            header: Some(self.header(self.store.current_revision())),
+            watch_id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Default::default()
+        };
+        out.send(Ok(resp)).await.is_ok()
+    }
+
     fn progress(&self, watch_id: i64) -> WatchResponse {
         WatchResponse {
             header: Some(self.header(self.store.current_revision())),
@@ -101,27 +114,15 @@ impl Server {
                     *next_id
                 };
                 if watches.contains_key(&watch_id) {
-                    let resp = WatchResponse {
-                        header: Some(self.header(self.store.current_revision())),
-                        watch_id,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: "etcdserver: duplicate watch ID".into(),
-                        ..Default::default()
-                    };
-                    return out.send(Ok(resp)).await.is_ok();
+                    return self
+                        .refuse(out, watch_id, "etcdserver: duplicate watch ID")
+                        .await;
                 }
                 *next_id = (*next_id).max(watch_id + 1);
                 if !crate::watch::valid(&c.key, &c.range_end) {
-                    let resp = WatchResponse {
-                        header: Some(self.header(self.store.current_revision())),
-                        watch_id,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: "etcdserver: invalid watch range".into(),
-                        ..Default::default()
-                    };
-                    return out.send(Ok(resp)).await.is_ok();
+                    return self
+                        .refuse(out, watch_id, "etcdserver: invalid watch range")
+                        .await;
                 }
                 let spec = WatchSpec {
                     watch_id,

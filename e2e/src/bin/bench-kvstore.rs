@@ -1,0 +1,262 @@
+//! `make bench-kvstore`: the same load against Debian's etcd 3.4 and against the kvstore,
+//! one after the other on this machine and loopback, fsync on for both, through the
+//! `etcd-client` crate. Prints throughput, p50/p99 latency and peak RSS per workload, and
+//! the kvstore/etcd ratio next to the target.
+
+use e2e::kvstore::{Flavor, KvCluster, Options};
+use e2e::RunDir;
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Default)]
+struct Result {
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Result {
+    fn throughput(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        if l.is_empty() {
+            return Duration::ZERO;
+        }
+        l[((l.len() as f64 * p) as usize).min(l.len() - 1)]
+    }
+}
+
+/// Runs `total` operations spread over `clients` concurrent tasks sharing `conns`
+/// connections; `op(client, task, n)` performs one.
+async fn load<F, Fut>(endpoint: &str, clients: usize, conns: usize, total: usize, op: F) -> Result
+where
+    F: Fn(Client, usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut pool = Vec::new();
+    for _ in 0..conns {
+        pool.push(Client::connect([endpoint], None).await.expect("connect"));
+    }
+    let op = Arc::new(op);
+    let per = total / clients;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|t| {
+            let c = pool[t % conns].clone();
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for n in 0..per {
+                    let s = Instant::now();
+                    op(c.clone(), t, n).await.expect("operation");
+                    lat.push(s.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await.expect("task"));
+    }
+    Result {
+        ops: per * clients,
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// 1,000 watchers on one prefix; each put carries its send time; the latency of every
+/// delivery to every watcher is recorded.
+async fn watch_delivery(endpoint: &str, watchers: usize, puts: usize) -> Result {
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        conns.push(Client::connect([endpoint], None).await.expect("connect"));
+    }
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(watchers);
+    for w in 0..watchers {
+        let mut c = conns[w % conns.len()].clone();
+        let lat = lat.clone();
+        let ready = ready_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = c
+                .watch("bench/watch/", Some(WatchOptions::new().with_prefix()))
+                .await
+                .expect("watch");
+            ready.send(()).await.expect("ready");
+            let mut seen = 0;
+            while seen < puts {
+                let Ok(Some(msg)) = stream.message().await else {
+                    break;
+                };
+                let now = now_nanos();
+                for e in msg.events() {
+                    if let Some(kv) = e.kv() {
+                        let sent: u128 = kv.value_str().unwrap_or("0").parse().unwrap_or(0);
+                        lat.lock()
+                            .unwrap()
+                            .push(Duration::from_nanos((now - sent) as u64));
+                        seen += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..watchers {
+        ready_rx.recv().await.expect("watchers ready");
+    }
+    let mut c = conns[0].clone();
+    let start = Instant::now();
+    for i in 0..puts {
+        c.put(format!("bench/watch/{i}"), now_nanos().to_string(), None)
+            .await
+            .expect("put");
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("every watcher got every event")
+            .expect("watcher");
+    }
+    let latencies = std::mem::take(&mut *lat.lock().unwrap());
+    Result {
+        ops: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+const WORKLOADS: &[&str] = &[
+    "sequential puts (1 client)",
+    "puts (128 clients)",
+    "linearizable gets (16 clients)",
+    "CAS txns (32 clients)",
+    "watch delivery (1000 watchers)",
+];
+
+async fn run_all(endpoint: &str) -> Vec<Result> {
+    let mut out = Vec::new();
+    out.push(
+        load(endpoint, 1, 1, 2_000, |mut c, _, n| async move {
+            c.put(format!("bench/seq/{n}"), "x".repeat(256), None)
+                .await?;
+            Ok(())
+        })
+        .await,
+    );
+    out.push(
+        load(endpoint, 128, 16, 25_600, |mut c, t, n| async move {
+            c.put(format!("bench/conc/{t}/{n}"), "x".repeat(256), None)
+                .await?;
+            Ok(())
+        })
+        .await,
+    );
+    out.push(
+        load(endpoint, 16, 4, 16_000, |mut c, t, n| async move {
+            c.get(format!("bench/conc/{t}/{n}"), Some(GetOptions::new()))
+                .await?;
+            Ok(())
+        })
+        .await,
+    );
+    out.push(
+        load(endpoint, 32, 8, 6_400, |mut c, t, _| async move {
+            // Compare-and-swap on the task's own key: read its mod revision, then swap.
+            let key = format!("bench/cas/{t}");
+            let rev = c
+                .get(key.clone(), None)
+                .await?
+                .kvs()
+                .first()
+                .map_or(0, |kv| kv.mod_revision());
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::put(key, "swapped", None)]);
+            anyhow::ensure!(c.txn(txn).await?.succeeded(), "CAS lost to nobody");
+            Ok(())
+        })
+        .await,
+    );
+    out.push(watch_delivery(endpoint, 1000, 200).await);
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let run = RunDir::temp("bench-kvstore")?;
+    let mut results = Vec::new();
+    for flavor in [Flavor::Etcd, Flavor::Kvstore] {
+        let mut cluster = KvCluster::start(&run, flavor, 1, &Options::default())?;
+        let ep = cluster.endpoints()[0].clone();
+        eprintln!("bench-kvstore: running against {flavor:?} at {ep}");
+        let r = rt.block_on(run_all(&ep));
+        let rss = peak_rss_kib(cluster.members[0].process.pid());
+        cluster.stop()?;
+        results.push((r, rss));
+    }
+    let (etcd, kv) = (&results[0], &results[1]);
+    println!("\nkvstore vs etcd 3.4, 1 member, loopback, fsync on (ratio = kvstore/etcd)\n");
+    println!(
+        "{:<32} {:>12} {:>12} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "workload",
+        "etcd ops/s",
+        "kv ops/s",
+        "ratio",
+        "etcd p50",
+        "kv p50",
+        "etcd p99",
+        "kv p99",
+        "p99 x"
+    );
+    let ms = |d: Duration| format!("{:.2}ms", d.as_secs_f64() * 1000.0);
+    for (i, name) in WORKLOADS.iter().enumerate() {
+        let (e, k) = (&etcd.0[i], &kv.0[i]);
+        println!(
+            "{:<32} {:>12.0} {:>12.0} {:>7.2} {:>10} {:>10} {:>10} {:>10} {:>7.2}",
+            name,
+            e.throughput(),
+            k.throughput(),
+            k.throughput() / e.throughput(),
+            ms(e.percentile(0.5)),
+            ms(k.percentile(0.5)),
+            ms(e.percentile(0.99)),
+            ms(k.percentile(0.99)),
+            k.percentile(0.99).as_secs_f64() / e.percentile(0.99).as_secs_f64().max(1e-9),
+        );
+    }
+    println!(
+        "\npeak RSS: etcd {} MiB, kvstore {} MiB (ratio {:.2})",
+        etcd.1 / 1024,
+        kv.1 / 1024,
+        kv.1 as f64 / etcd.1.max(1) as f64
+    );
+    println!(
+        "targets: sequential puts ratio >= 1.2, 128-client puts ratio >= 2.0, p99 x <= 1.0, RSS ratio <= 1.0"
+    );
+    println!("3-member groups: not measured (the kvstore's raft peer transport is not built yet)");
+    Ok(())
+}

@@ -81,6 +81,53 @@ pub struct KvCluster {
     pub flavor: Flavor,
     pub members: Vec<Member>,
     tls: bool,
+    opts: Options,
+}
+
+/// Starts one member process (not waiting for it).
+fn spawn_member(
+    run: &RunDir,
+    flavor: Flavor,
+    name: &str,
+    (client, peer, metrics): (u16, u16, u16),
+    initial_cluster: &str,
+    state: &str,
+    opts: &Options,
+) -> Result<Member> {
+    let program = flavor.program()?;
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    let data_dir = run.subdir(&format!("data/{name}"))?;
+    let client_url = format!("{scheme}://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut spec = Spec::new(name, &program, run.log_file(name)).args([
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
+        format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"),
+    ]);
+    if let Some((certs, ca)) = &opts.tls {
+        spec = spec.args([
+            format!("--cert-file={}", certs.cert.display()),
+            format!("--key-file={}", certs.key.display()),
+            format!("--trusted-ca-file={}", ca.display()),
+            "--client-cert-auth".to_string(),
+        ]);
+    }
+    spec = spec.args(opts.extra_args.iter().cloned());
+    spec.detached = opts.detached;
+    Ok(Member {
+        name: name.to_string(),
+        client_port: client,
+        peer_port: peer,
+        metrics_port: metrics,
+        data_dir,
+        process: Process::start(spec)?,
+    })
 }
 
 impl KvCluster {
@@ -89,11 +136,9 @@ impl KvCluster {
         if size == 0 {
             bail!("a kvstore group needs at least one member");
         }
-        let program = flavor.program()?;
         let ports: Vec<(u16, u16, u16)> = (0..size)
-            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+            .map(|_| Self::new_ports())
             .collect::<Result<_>>()?;
-        let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let initial_cluster = ports
             .iter()
             .enumerate()
@@ -101,45 +146,23 @@ impl KvCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut members = Vec::new();
-        for (i, (client, peer, metrics)) in ports.into_iter().enumerate() {
+        for (i, ports) in ports.into_iter().enumerate() {
             let name = format!("{}{i}", flavor.label());
-            let data_dir = run.subdir(&format!("data/{name}"))?;
-            let client_url = format!("{scheme}://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let mut spec = Spec::new(&name, &program, run.log_file(&name)).args([
-                format!("--name={name}"),
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls={client_url}"),
-                format!("--advertise-client-urls={client_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster={initial_cluster}"),
-                "--initial-cluster-state=new".to_string(),
-                format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"),
-            ]);
-            if let Some((certs, ca)) = &opts.tls {
-                spec = spec.args([
-                    format!("--cert-file={}", certs.cert.display()),
-                    format!("--key-file={}", certs.key.display()),
-                    format!("--trusted-ca-file={}", ca.display()),
-                    "--client-cert-auth".to_string(),
-                ]);
-            }
-            spec = spec.args(opts.extra_args.iter().cloned());
-            spec.detached = opts.detached;
-            members.push(Member {
-                name,
-                client_port: client,
-                peer_port: peer,
-                metrics_port: metrics,
-                data_dir,
-                process: Process::start(spec)?,
-            });
+            members.push(spawn_member(
+                run,
+                flavor,
+                &name,
+                ports,
+                &initial_cluster,
+                "new",
+                opts,
+            )?);
         }
         let mut cluster = KvCluster {
             flavor,
             members,
             tls: opts.tls.is_some(),
+            opts: opts.clone(),
         };
         cluster.wait_healthy(Duration::from_secs(30))?;
         Ok(cluster)
@@ -166,6 +189,34 @@ impl KvCluster {
                 },
             )?;
         }
+        Ok(())
+    }
+
+    /// Free ports for a member to be added: (client, peer, metrics).
+    pub fn new_ports() -> Result<(u16, u16, u16)> {
+        Ok((free_port()?, free_port()?, free_port()?))
+    }
+
+    /// Starts a member that joins the running group (`--initial-cluster-state existing`),
+    /// after it was added with `member add` for peer URL `http://127.0.0.1:{ports.1}`.
+    /// Does not wait for it.
+    pub fn join(&mut self, run: &RunDir, name: &str, ports: (u16, u16, u16)) -> Result<()> {
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        initial.push(format!("{name}=http://127.0.0.1:{}", ports.1));
+        let member = spawn_member(
+            run,
+            self.flavor,
+            name,
+            ports,
+            &initial.join(","),
+            "existing",
+            &self.opts,
+        )?;
+        self.members.push(member);
         Ok(())
     }
 

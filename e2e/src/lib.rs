@@ -12,6 +12,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod kvstore;
+pub mod linearizability;
 pub mod pki;
 pub mod ports;
 pub mod process;

@@ -1,5 +1,6 @@
-//! Durability: a kvstore SIGKILLed over and over under concurrent writes loses no write it
-//! acknowledged, and reopens cleanly every time.
+//! Durability: a kvstore — one member, and a three-member group killed all at once —
+//! SIGKILLed over and over under concurrent writes loses no write it acknowledged, and
+//! reopens cleanly every time.
 
 use e2e::kvstore::{Flavor, KvCluster, Options};
 use e2e::wait::wait_for;
@@ -13,15 +14,32 @@ const ROUNDS: usize = 20;
 const WRITERS: usize = 8;
 
 #[test]
-fn acknowledged_writes_survive_sigkill() {
-    let run = RunDir::temp("kvstore-crash").unwrap();
-    let mut kv = KvCluster::start(&run, Flavor::Kvstore, 1, &Options::default()).unwrap();
+fn acknowledged_writes_survive_sigkill_one_member() {
+    crash_rounds(1);
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_three_members() {
+    crash_rounds(3);
+}
+
+fn crash_rounds(size: usize) {
+    let run = RunDir::temp(&format!("kvstore-crash-{size}")).unwrap();
+    let opts = Options {
+        // Short election timeouts: each round restarts the whole group.
+        extra_args: vec![
+            "--heartbeat-interval=50".into(),
+            "--election-timeout=500".into(),
+        ],
+        ..Default::default()
+    };
+    let mut kv = KvCluster::start(&run, Flavor::Kvstore, size, &opts).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
 
     for round in 0..ROUNDS {
-        let endpoint = kv.endpoints()[0].clone();
+        let endpoints = kv.endpoints();
         // Kill after a pseudo-random number of acknowledged writes this round.
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -30,8 +48,9 @@ fn acknowledged_writes_survive_sigkill() {
         let round_acks = Arc::new(Mutex::new(0usize));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
-                let (acked, round_acks, endpoint) =
-                    (acked.clone(), round_acks.clone(), endpoint.clone());
+                let (acked, round_acks) = (acked.clone(), round_acks.clone());
+                // Writers spread over the members.
+                let endpoint = endpoints[w % endpoints.len()].clone();
                 rt.spawn(async move {
                     let Ok(mut c) = Client::connect([endpoint], None).await else {
                         return;
@@ -58,16 +77,20 @@ fn acknowledged_writes_survive_sigkill() {
             || Ok((*round_acks.lock().unwrap() >= kill_after).then_some(())),
         )
         .unwrap();
-        kv.members[0].process.kill().unwrap();
+        for m in &mut kv.members {
+            m.process.kill().unwrap();
+        }
         for w in writers {
             rt.block_on(w).unwrap();
         }
-        kv.members[0].process.restart().unwrap();
+        for m in &mut kv.members {
+            m.process.restart().unwrap();
+        }
         kv.wait_healthy(Duration::from_secs(30)).unwrap();
 
         // Every acknowledged write is there with its value.
         let stored: BTreeMap<String, String> = rt.block_on(async {
-            let mut c = Client::connect([endpoint], None).await.unwrap();
+            let mut c = Client::connect(endpoints, None).await.unwrap();
             let resp = c
                 .get("crash/", Some(GetOptions::new().with_prefix()))
                 .await

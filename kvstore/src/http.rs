@@ -29,18 +29,27 @@ impl Endpoints {
     fn handle(&self, path: &str) -> Response<Full<Bytes>> {
         match path {
             "/health" | "/livez" | "/readyz" => {
-                if self.raft.status().leader_id != 0 {
-                    respond(
+                let status = self.raft.status();
+                // Like etcd's readiness: a leader, and this member's client URLs published
+                // to the cluster.
+                let reason = if status.leader_id == 0 {
+                    Some("no leader")
+                } else if !status.published {
+                    Some("member attributes not yet published")
+                } else {
+                    None
+                };
+                match reason {
+                    None => respond(
                         StatusCode::OK,
                         "application/json",
                         r#"{"health":"true"}"#.into(),
-                    )
-                } else {
-                    respond(
+                    ),
+                    Some(reason) => respond(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "application/json",
-                        r#"{"health":"false","reason":"no leader"}"#.into(),
-                    )
+                        format!(r#"{{"health":"false","reason":"{reason}"}}"#),
+                    ),
                 }
             }
             "/metrics" => {

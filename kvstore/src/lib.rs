@@ -17,6 +17,7 @@ pub mod server;
 pub mod watch;
 
 use anyhow::{bail, Context};
+use proto::peer::kvstorepb::Member;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -183,9 +184,117 @@ fn client_tls(config: &Config) -> anyhow::Result<tonic::transport::ServerTlsConf
     Ok(tls)
 }
 
+/// TLS for serving https peer URLs.
+fn peer_server_tls(config: &Config) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let (Some(cert), Some(key)) = (&config.peer_cert_file, &config.peer_key_file) else {
+        bail!("--listen-peer-urls: https needs --peer-cert-file and --peer-key-file");
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(cert, "peer-cert-file")?,
+        read(key, "peer-key-file")?,
+    );
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if config.peer_client_cert_auth {
+        let Some(ca) = &config.peer_trusted_ca_file else {
+            bail!("--peer-client-cert-auth needs --peer-trusted-ca-file");
+        };
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            ca,
+            "peer-trusted-ca-file",
+        )?));
+    }
+    Ok(tls)
+}
+
+/// TLS for connecting to https peer URLs: the peer CA, and our peer certificate as the
+/// client identity when there is one.
+fn peer_client_tls(config: &Config) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let Some(ca) = &config.peer_trusted_ca_file else {
+        return Ok(None);
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read(ca, "peer-trusted-ca-file")?),
+    );
+    if let (Some(cert), Some(key)) = (&config.peer_cert_file, &config.peer_key_file) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read(cert, "peer-cert-file")?,
+            read(key, "peer-key-file")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// Who this member is and how an empty data directory starts: from an earlier start's
+/// record, else from `--initial-cluster` (a new cluster) or by asking the members named
+/// there (`--initial-cluster-state existing`, after `member add`).
+async fn identify(
+    config: &Config,
+    db: &sled::Db,
+    peer_tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<(raft::Identity, raft::Bootstrap)> {
+    let members = parse_initial_cluster(&config.initial_cluster)?;
+    let Some((_, my_peer_urls)) = members.iter().find(|(n, _)| *n == config.name) else {
+        bail!(
+            "--initial-cluster has no entry for --name {:?}",
+            config.name
+        );
+    };
+    if let Some(identity) = raft::LogStorage::identity(db)? {
+        // Like etcd: once a data directory exists, the initial-cluster flags are ignored.
+        return Ok((identity, raft::Bootstrap::Join(Vec::new())));
+    }
+    if config.initial_cluster_state == "new" {
+        let token = &config.initial_cluster_token;
+        let records: Vec<Member> = members
+            .iter()
+            .map(|(name, urls)| Member {
+                id: raft::member_id(token, name, urls),
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                // Each member publishes its own through raft once it runs.
+                client_urls: Vec::new(),
+                is_learner: false,
+            })
+            .collect();
+        let ids: Vec<u64> = records.iter().map(|m| m.id).collect();
+        let identity = raft::Identity {
+            member_id: raft::member_id(token, &config.name, my_peer_urls),
+            cluster_id: raft::cluster_id(token, &ids),
+        };
+        return Ok((identity, raft::Bootstrap::New(records)));
+    }
+    let others: Vec<String> = members
+        .iter()
+        .filter(|(n, _)| *n != config.name)
+        .flat_map(|(_, urls)| urls.clone())
+        .collect();
+    let resp = raft::transport::fetch_members(&others, peer_tls)
+        .await
+        .context(
+            "--initial-cluster-state existing: asking the other members in --initial-cluster",
+        )?;
+    let Some(me) = resp
+        .members
+        .iter()
+        .find(|m| m.peer_urls.iter().any(|u| my_peer_urls.contains(u)))
+    else {
+        bail!(
+            "--initial-cluster-state existing: no member of the cluster has peer URLs {my_peer_urls:?}; \
+             add this member first (etcdctl member add {} --peer-urls=...)",
+            config.name
+        );
+    };
+    let identity = raft::Identity {
+        member_id: me.id,
+        cluster_id: resp.cluster_id,
+    };
+    Ok((identity, raft::Bootstrap::Join(resp.members)))
+}
+
 /// A running kvstore: its bound addresses, and what `shutdown` stops.
 pub struct Running {
     pub client_addrs: Vec<SocketAddr>,
+    pub peer_addrs: Vec<SocketAddr>,
     pub metrics_addrs: Vec<SocketAddr>,
     pub server: Arc<server::Server>,
     /// The gRPC servers: they stop gracefully (closing connections) on `stop`.
@@ -224,20 +333,6 @@ impl Running {
 
 /// Starts a kvstore in this process (the binary and in-process tests both use it).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let members = parse_initial_cluster(&config.initial_cluster)?;
-    let Some((_, my_peer_urls)) = members.iter().find(|(n, _)| *n == config.name) else {
-        bail!(
-            "--initial-cluster has no entry for --name {:?}",
-            config.name
-        );
-    };
-    if members.len() > 1 {
-        bail!(
-            "--initial-cluster names {} members: multi-member groups need the raft peer \
-             transport, which is not built yet; run a single member",
-            members.len()
-        );
-    }
     let mut client = Vec::new();
     for u in &config.listen_client_urls {
         client.push(parse_url("listen-client-urls", u)?);
@@ -255,11 +350,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+    let mut peer = Vec::new();
+    for u in &config.listen_peer_urls {
+        peer.push(parse_url("listen-peer-urls", u)?);
+    }
+    for u in &config.initial_advertise_peer_urls {
+        parse_url("initial-advertise-peer-urls", u)?;
+    }
+    let peer_tls = if peer.iter().any(|(tls, _)| *tls) {
+        Some(peer_server_tls(&config)?)
+    } else {
+        None
+    };
+    let peer_client = peer_client_tls(&config)?;
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("--data-dir: creating {}", config.data_dir.display()))?;
+    // HighThroughput: the raft loop flushes explicitly once per Ready, so sled's own
+    // write path should favour batching over small-space compaction.
     let db = sled::Config::new()
         .path(config.data_dir.join("db"))
+        .mode(sled::Mode::HighThroughput)
         .open()
         .with_context(|| {
             format!(
@@ -268,8 +379,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
         })?;
 
-    let member_id = raft::member_id(&config.initial_cluster_token, &config.name, my_peer_urls);
-    let cluster_id = raft::cluster_id(&config.initial_cluster_token, &[member_id]);
+    let (identity, bootstrap) = identify(&config, &db, peer_client.as_ref()).await?;
+    let member_id = identity.member_id;
+    // Bound before raft starts, so a port clash fails the start, not the first message.
+    let mut peer_listeners = Vec::new();
+    for (_, addr) in &peer {
+        peer_listeners.push(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--listen-peer-urls: binding {addr}"))?,
+        );
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
     let hub = Arc::new(watch::Hub::new());
@@ -279,9 +399,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Duration::from_millis(config.election_timeout.max(2 * config.heartbeat_interval));
     let raft = raft::RaftNode::start(
         raft::RaftConfig {
-            member_id,
-            cluster_id,
-            voters: vec![member_id],
+            identity,
+            bootstrap,
+            attributes: Member {
+                id: member_id,
+                name: config.name.clone(),
+                peer_urls: config.initial_advertise_peer_urls.clone(),
+                client_urls: config.advertise_client_urls.clone(),
+                is_learner: false,
+            },
+            peer_tls: peer_client,
             heartbeat_interval: heartbeat,
             election_timeout: election,
             request_timeout: Duration::from_secs(5) + 2 * election,
@@ -295,12 +422,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         raft: raft.clone(),
         lessor: Arc::new(server::lessor::Lessor::new()),
-        member: server::MemberInfo {
-            id: member_id,
-            name: config.name.clone(),
-            peer_urls: config.initial_advertise_peer_urls.clone(),
-            client_urls: config.advertise_client_urls.clone(),
-        },
         max_request_bytes: config.max_request_bytes,
         progress_interval: config.progress_notify_interval,
     });
@@ -322,7 +443,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let routes = server::router(server.clone());
         let mut stop_rx = stop_rx.clone();
         serving.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = nodelay(listener);
             let shutdown = async move {
                 // Either a stop request or the sender going away ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;
@@ -333,6 +454,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .await
             {
                 tracing::error!("client server on {addr}: {e}");
+            }
+        }));
+    }
+    let mut peer_addrs = Vec::new();
+    for listener in peer_listeners {
+        let addr = listener.local_addr()?;
+        peer_addrs.push(addr);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &peer_tls {
+            builder = builder.tls_config(tls.clone())?;
+        }
+        let service = raft::transport::PeerService::server(raft.clone());
+        let mut stop_rx = stop_rx.clone();
+        serving.push(tokio::spawn(async move {
+            let shutdown = async move {
+                // Either a stop request or the sender going away ends serving.
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(nodelay(listener), shutdown)
+                .await
+            {
+                tracing::error!("peer server on {addr}: {e}");
             }
         }));
     }
@@ -365,12 +510,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     Ok(Running {
         client_addrs,
+        peer_addrs,
         metrics_addrs,
         server,
         serving,
         tasks,
         stop,
         db,
+    })
+}
+
+/// Accepted connections with Nagle off: etcd clients send small requests and wait for
+/// each answer, so delaying a segment costs a round trip per request.
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        if let Err(e) = conn.set_nodelay(true) {
+            // Still a working connection, only slower.
+            tracing::warn!("TCP_NODELAY on an accepted connection: {e}");
+        }
+        Ok(conn)
     })
 }
 
@@ -383,12 +545,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let running = start(config).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
+        let mut removed = running.server.raft.removed();
+        let result = tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
+            _ = term.recv() => Ok(()),
+            _ = removed.wait_for(|r| *r) => Err(anyhow::anyhow!(
+                "this member was removed from the cluster; its data directory cannot rejoin"
+            )),
+        };
         tracing::info!("kvstore shutting down");
-        running.shutdown().await
+        running.shutdown().await?;
+        result
     })
 }
 

@@ -20,6 +20,7 @@ async fn start_in(dir: &std::path::Path) -> kvstore::Running {
         "--name=t0",
         &format!("--data-dir={}", dir.join("data").display()),
         "--listen-client-urls=http://127.0.0.1:0",
+        "--listen-peer-urls=http://127.0.0.1:0",
         "--initial-cluster=t0=http://127.0.0.1:1",
         "--initial-advertise-peer-urls=http://127.0.0.1:1",
         "--listen-metrics-urls=http://127.0.0.1:0",

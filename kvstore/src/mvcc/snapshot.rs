@@ -46,7 +46,11 @@ impl StateMachine for Store {
             batch.insert(k, v);
         }
         self.tree.apply_batch(batch)?;
-        self.reload()
+        self.reload()?;
+        // Watchers on this member missed what the snapshot skipped over.
+        let state = self.read_state();
+        self.hub().resync(self, &state);
+        Ok(())
     }
 }
 

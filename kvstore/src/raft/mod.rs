@@ -2,12 +2,15 @@
 //! many share one sled flush (group commit); linearizable reads go through ReadIndex.
 //!
 //! The contract with the state machine above it is [`StateMachine`]; the handle the
-//! servers use is [`RaftNode`].
+//! servers use is [`RaftNode`]; members talk through [`transport`].
 
 mod node;
 mod storage;
+pub mod transport;
 
 pub use node::{RaftConfig, RaftError, RaftNode, RaftStatus};
+pub use raft::eraftpb::ConfChangeType;
+pub use storage::{Bootstrap, Identity, LogStorage};
 
 /// What raft replicates into: the MVCC store implements it.
 ///

@@ -2,16 +2,27 @@
 //! it must not sit on an async worker). Commands arrive on a channel and are drained in
 //! batches, so the proposals that arrive while one flush runs all share the next one.
 //!
-//! Durability order per `Ready` (raft-rs 0.7): apply snapshot, apply committed entries,
-//! append new entries and hard state, **flush sled**, only then send persisted messages
-//! and acknowledge proposers — one fsync per `Ready`, shared by every proposal in it. Proposers are matched to their entries by a context of
-//! (member id, request id) carried in the entry.
+//! Durability order per `Ready` (raft-rs 0.7): send the leader's messages (they may go
+//! out before its own append is durable), apply snapshot, apply committed entries, append
+//! new entries and hard state, **flush sled**, only then send persisted messages and
+//! acknowledge proposers — one fsync per `Ready`, shared by every proposal in it.
+//! Proposers are matched to their entries by a context of (member id, request id)
+//! carried in the entry.
+//!
+//! Membership lives here too: the member records (names, URLs) change only by applying
+//! committed `ConfChangeV2` entries (the record rides in the change's context) and
+//! "member attributes" entries (a member publishing its client URLs after it starts).
 
-use super::storage::LogStorage;
+use super::storage::{Bootstrap, Identity, LogStorage};
+use super::transport::{Report, Transport};
 use super::StateMachine;
 use crate::metrics::Metrics;
+use prost::Message as _;
+use proto::peer::kvstorepb::Member;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+};
 use raft::{RawNode, StateRole};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -21,10 +32,13 @@ use tokio::sync::{oneshot, watch};
 
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
-    pub member_id: u64,
-    pub cluster_id: u64,
-    /// Voters of a new cluster (ignored when the log already exists).
-    pub voters: Vec<u64>,
+    pub identity: Identity,
+    /// How an empty data directory starts (ignored when the log already exists).
+    pub bootstrap: Bootstrap,
+    /// This member's name and client URLs, published to the cluster once it runs.
+    pub attributes: Member,
+    /// TLS for connecting to https peer URLs.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     /// How long a proposal or read may wait before failing with a timeout.
@@ -43,12 +57,16 @@ pub enum RaftError {
     Stopped,
     #[error("etcdserver: raft storage failure: {0}")]
     Storage(String),
+    /// A membership change that cannot be made now (the message says why).
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 impl From<RaftError> for tonic::Status {
     fn from(e: RaftError) -> Self {
         let code = match e {
             RaftError::Storage(_) => tonic::Code::Internal,
+            RaftError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             _ => tonic::Code::Unavailable,
         };
         tonic::Status::new(code, e.to_string())
@@ -66,6 +84,8 @@ pub struct RaftStatus {
     pub applied_index: u64,
     pub last_index: u64,
     pub is_learner: bool,
+    /// This member's name and client URLs are applied to the cluster's records.
+    pub published: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, RaftError>>;
@@ -73,14 +93,26 @@ type Reply<T> = oneshot::Sender<Result<T, RaftError>>;
 enum Cmd {
     Propose(Vec<u8>, Reply<Vec<u8>>),
     ReadIndex(Reply<()>),
+    ConfChange(ConfChangeV2, Reply<Vec<u8>>),
+    Step(Box<Message>),
+    Report(Report),
     Shutdown,
 }
 
 struct Shared {
     status: RwLock<RaftStatus>,
+    members: RwLock<Vec<Member>>,
+    /// Members removed from the cluster: their messages are refused.
+    removed_ids: RwLock<std::collections::HashSet<u64>>,
     leader: watch::Sender<u64>,
+    /// Set once this member has applied its own removal from the cluster.
+    removed: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+/// The context of "member attributes" entries: their data is a `Member` whose name and
+/// client URLs replace the recorded ones.
+const ATTRIBUTES_CONTEXT: &[u8] = b"member-attributes";
 
 /// A cheap handle to the node loop.
 #[derive(Clone)]
@@ -90,22 +122,34 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Opens the raft log in `db` and starts the node loop on its own thread.
+    /// Opens the raft log in `db` and starts the node loop on its own thread. Must be
+    /// called inside a tokio runtime: the peer transport runs on it.
     pub fn start(
         cfg: RaftConfig,
         db: sled::Db,
         sm: Arc<dyn StateMachine>,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let storage = LogStorage::open(&db, sm.clone(), &cfg.voters)?;
+        let storage = LogStorage::open(&db, sm.clone(), cfg.identity, &cfg.bootstrap)?;
+        let member_id = cfg.identity.member_id;
         let heartbeat = cfg.heartbeat_interval.max(Duration::from_millis(1));
         let election_tick =
             (cfg.election_timeout.as_millis() / heartbeat.as_millis()).max(2) as usize;
+        // sled recovers a prefix of each tree's writes, not necessarily of all trees
+        // together, so after a crash the state machine may have applied entries past the
+        // persisted commit index. They were committed (nothing uncommitted is applied), so
+        // raft delivers them again and the state machine skips what it already has.
+        let applied = {
+            use raft::Storage as _;
+            let commit = storage.initial_state()?.hard_state.commit;
+            let floor = storage.first_index().saturating_sub(1);
+            sm.applied_index().min(commit).max(floor)
+        };
         let raft_cfg = raft::Config {
-            id: cfg.member_id,
+            id: member_id,
             election_tick,
             heartbeat_tick: 1,
-            applied: sm.applied_index(),
+            applied,
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: 1024 * 1024,
@@ -117,21 +161,45 @@ impl RaftNode {
         let mut node = RawNode::new(&raft_cfg, storage.clone(), &logger)?;
         // A lone voter need not wait an election timeout to lead.
         let cs = storage.conf_state();
-        if cs.voters == [cfg.member_id] {
+        if cs.voters == [member_id] {
             node.campaign()?;
         }
         let (tx, rx) = mpsc::channel();
         let (leader, _) = watch::channel(0);
+        let (removed, _) = watch::channel(false);
+        let members = storage.members()?;
         let shared = Arc::new(Shared {
             status: RwLock::new(RaftStatus {
-                member_id: cfg.member_id,
-                cluster_id: cfg.cluster_id,
+                member_id,
+                cluster_id: cfg.identity.cluster_id,
                 ..Default::default()
             }),
+            members: RwLock::new(members.clone()),
+            removed_ids: RwLock::new(storage.removed_ids()?.into_iter().collect()),
             leader,
+            removed,
             thread: Mutex::new(None),
         });
+        let report_tx = Mutex::new(tx.clone());
+        let transport = Transport::new(
+            member_id,
+            cfg.identity.cluster_id,
+            tokio::runtime::Handle::try_current()
+                .map_err(|_| anyhow::anyhow!("the raft node must start inside a tokio runtime"))?,
+            cfg.peer_tls.clone(),
+            Arc::new(move |r| {
+                // The loop may have stopped; then no one needs the report.
+                let _ = report_tx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .send(Cmd::Report(r));
+            }),
+        );
+        transport.update(&members);
         let mut lp = Loop {
+            transport,
+            published: None,
+            attributes_applied: false,
             node,
             storage,
             db,
@@ -168,6 +236,62 @@ impl RaftNode {
     /// everything committed when the call was made.
     pub async fn read_index(&self) -> Result<(), RaftError> {
         self.call(Cmd::ReadIndex).await
+    }
+
+    /// Adds, promotes or removes one member; resolves once the change is applied here.
+    /// For an add, `member` is the record to keep (its id is the change's node id).
+    pub async fn change_membership(
+        &self,
+        change: ConfChangeType,
+        id: u64,
+        member: Option<Member>,
+    ) -> Result<(), RaftError> {
+        let mut cc = ConfChangeV2::default();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = id;
+        cc.mut_changes().push(single);
+        if let Some(m) = member {
+            cc.set_context(m.encode_to_vec().into());
+        }
+        let result = self.call(|reply| Cmd::ConfChange(cc, reply)).await?;
+        if result.is_empty() {
+            Ok(())
+        } else {
+            Err(RaftError::FailedPrecondition(
+                String::from_utf8_lossy(&result).into_owned(),
+            ))
+        }
+    }
+
+    /// Hands a message from a peer to raft.
+    pub fn step(&self, m: Message) -> Result<(), RaftError> {
+        self.tx
+            .send(Cmd::Step(Box::new(m)))
+            .map_err(|_| RaftError::Stopped)
+    }
+
+    /// The members as of the last applied configuration.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.shared
+            .removed_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
+    /// Becomes true once this member has been removed from the cluster (it then stops).
+    pub fn removed(&self) -> watch::Receiver<bool> {
+        self.shared.removed.subscribe()
     }
 
     async fn call<T>(&self, cmd: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, RaftError> {
@@ -228,6 +352,11 @@ fn take_expired<T>(
 }
 
 struct Loop {
+    transport: Transport,
+    /// When this member last proposed its attributes (None: not yet).
+    published: Option<Instant>,
+    /// Its attributes are applied: nothing more to publish.
+    attributes_applied: bool,
     node: RawNode<LogStorage>,
     storage: LogStorage,
     db: sled::Db,
@@ -314,7 +443,11 @@ impl Loop {
             }
             self.resolve_reads();
             self.expire();
+            self.maybe_publish();
             self.publish_status();
+            if *self.shared.removed.borrow() {
+                break;
+            }
         }
         self.fail_all(RaftError::Stopped);
     }
@@ -330,7 +463,10 @@ impl Loop {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                match self.node.propose(context(self.cfg.member_id, id), data) {
+                match self
+                    .node
+                    .propose(context(self.cfg.identity.member_id, id), data)
+                {
                     Ok(()) => {
                         self.metrics.proposals_pending.inc();
                         self.proposals.insert(
@@ -354,7 +490,8 @@ impl Loop {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                self.node.read_index(context(self.cfg.member_id, id));
+                self.node
+                    .read_index(context(self.cfg.identity.member_id, id));
                 self.reads.insert(
                     id,
                     Waiter {
@@ -364,9 +501,87 @@ impl Loop {
                 );
                 self.read_retry.insert(id, Instant::now());
             }
+            Cmd::ConfChange(cc, reply) => {
+                if let Err(e) = self.check_conf_change(&cc) {
+                    let _ = reply.send(Err(e)); // the caller may have gone
+                    return true;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                match self
+                    .node
+                    .propose_conf_change(context(self.cfg.identity.member_id, id), cc)
+                {
+                    Ok(()) => {
+                        self.metrics.proposals_pending.inc();
+                        self.proposals.insert(
+                            id,
+                            Waiter {
+                                reply,
+                                since: Instant::now(),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(RaftError::FailedPrecondition(format!(
+                            "etcdserver: {e}"
+                        ))));
+                    }
+                }
+            }
+            Cmd::Step(m) => {
+                // Messages from members raft does not know, or stale ones, are dropped.
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!("raft: dropping a peer message: {e}");
+                }
+            }
+            Cmd::Report(Report::Unreachable(id)) => self.node.report_unreachable(id),
+            Cmd::Report(Report::Removed) => {
+                tracing::warn!("raft: a peer says this member was removed from the cluster");
+                self.shared.removed.send_replace(true);
+            }
+            Cmd::Report(Report::Snapshot { to, ok }) => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
+            }
             Cmd::Shutdown => return false,
         }
         true
+    }
+
+    /// What only the raft thread can check before a membership change is proposed:
+    /// one change at a time, a leader, and (on the leader) that a learner to promote has
+    /// caught up, as etcd requires.
+    fn check_conf_change(&self, cc: &ConfChangeV2) -> Result<(), RaftError> {
+        let raft = &self.node.raft;
+        if raft.leader_id == 0 {
+            return Err(RaftError::NoLeader);
+        }
+        if raft.has_pending_conf() {
+            return Err(RaftError::FailedPrecondition(
+                "etcdserver: unhealthy cluster (a membership change is in progress)".into(),
+            ));
+        }
+        for c in cc.get_changes() {
+            if c.get_change_type() == ConfChangeType::AddNode
+                && raft.state == StateRole::Leader
+                && raft.prs().conf().learners().contains(&c.node_id)
+            {
+                let matched = raft.prs().get(c.node_id).map_or(0, |p| p.matched);
+                let leader = raft.raft_log.last_index();
+                if matched * 10 < leader * 9 {
+                    return Err(RaftError::FailedPrecondition(
+                        "etcdserver: can only promote a learner member which is in sync with leader"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn flush(&self) -> anyhow::Result<()> {
@@ -393,31 +608,45 @@ impl Loop {
                 self.shared.leader.send_replace(leader);
             }
         }
-        // Single-member groups exchange no messages; a transport is needed before raft
-        // can address peers, and members with peers are refused at startup until then.
-        debug_assert!(rd.messages().is_empty());
+        // A leader's appends may go out before its own copy is durable (raft counts its
+        // own vote only after the flush).
+        self.transport.send(rd.take_messages());
+        let committed = rd.take_committed_entries();
+        // A Ready that only carries messages or read states needs no fsync.
+        let writes = !rd.snapshot().is_empty()
+            || !committed.is_empty()
+            || !rd.entries().is_empty()
+            || rd.hs().is_some();
         if !rd.snapshot().is_empty() {
             self.storage.apply_snapshot(rd.snapshot())?;
+            self.members_changed()?;
         }
-        let mut acks = Vec::new();
-        self.apply_committed(rd.take_committed_entries(), &mut acks)?;
+        // Write order matters: sled recovers a prefix of its writes after a crash, so the
+        // log goes before the hard state that commits it, and that before the applied
+        // effects — a restart never finds a commit beyond its log or an applied index
+        // beyond its commit.
         self.storage.append(rd.entries())?;
         if let Some(hs) = rd.hs() {
             self.storage.set_hard_state(hs)?;
         }
+        let mut acks = Vec::new();
+        self.apply_committed(committed, &mut acks)?;
         for rs in rd.take_read_states() {
             if let Some((member, id)) = parse_context(&rs.request_ctx) {
-                if member == self.cfg.member_id {
+                if member == self.cfg.identity.member_id {
                     self.read_retry.remove(&id);
                     self.ready_reads.push((rs.index, id));
                 }
             }
         }
-        self.flush()?;
-        debug_assert!(rd.persisted_messages().is_empty());
+        if writes {
+            self.flush()?;
+        }
+        self.transport.send(rd.take_persisted_messages());
         self.ack(&mut acks);
 
         let mut light = self.node.advance(rd);
+        self.transport.send(light.take_messages());
         if let Some(commit) = light.commit_index() {
             self.storage.set_commit(commit)?;
         }
@@ -438,35 +667,171 @@ impl Loop {
         entries: Vec<Entry>,
         acks: &mut Vec<(u64, Vec<u8>)>,
     ) -> anyhow::Result<()> {
+        let me = self.cfg.identity.member_id;
         for e in entries {
+            let waiter = parse_context(e.get_context()).filter(|(m, _)| *m == me);
             match e.get_entry_type() {
+                EntryType::EntryNormal if e.get_context() == ATTRIBUTES_CONTEXT => {
+                    self.apply_attributes(e.get_data())?;
+                    self.sm.apply(e.index, &[])?;
+                }
                 EntryType::EntryNormal => {
                     let result = self.sm.apply(e.index, e.get_data())?;
                     self.metrics.proposals_applied.inc();
                     if !e.get_data().is_empty() {
                         self.metrics.proposals_committed.inc();
                     }
-                    if let Some((member, id)) = parse_context(e.get_context()) {
-                        if member == self.cfg.member_id {
-                            acks.push((id, result));
-                        }
+                    if let Some((_, id)) = waiter {
+                        acks.push((id, result));
                     }
                 }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(e.get_data())?;
-                    let cs = self.node.apply_conf_change(&cc)?;
-                    self.storage.set_conf_state(&cs)?;
+                    let mut single = ConfChangeSingle::default();
+                    single.set_change_type(cc.get_change_type());
+                    single.node_id = cc.node_id;
+                    let mut v2 = ConfChangeV2::default();
+                    v2.mut_changes().push(single);
+                    v2.set_context(cc.get_context().to_vec().into());
+                    let result = self.apply_conf_change(v2)?;
                     self.sm.apply(e.index, &[])?;
+                    if let Some((_, id)) = waiter {
+                        acks.push((id, result));
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(e.get_data())?;
-                    let cs = self.node.apply_conf_change(&cc)?;
-                    self.storage.set_conf_state(&cs)?;
+                    let result = self.apply_conf_change(cc)?;
                     self.sm.apply(e.index, &[])?;
+                    if let Some((_, id)) = waiter {
+                        acks.push((id, result));
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Applies a committed membership change: raft's configuration and the member
+    /// records. A change raft refuses (every member refuses it alike) changes nothing;
+    /// the result is empty on success, else the reason.
+    fn apply_conf_change(&mut self, cc: ConfChangeV2) -> anyhow::Result<Vec<u8>> {
+        let cs = match self.node.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                tracing::warn!("raft: membership change refused: {e}");
+                return Ok(format!("etcdserver: {e}").into_bytes());
+            }
+        };
+        self.storage.set_conf_state(&cs)?;
+        let record = if cc.get_context().is_empty() {
+            None
+        } else {
+            Some(Member::decode(cc.get_context())?)
+        };
+        let members = self.storage.members()?;
+        for c in cc.get_changes() {
+            let id = c.node_id;
+            let existing = members.iter().find(|m| m.id == id).cloned();
+            match c.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    let learner = c.get_change_type() == ConfChangeType::AddLearnerNode;
+                    let mut m = existing
+                        .or_else(|| record.clone().filter(|r| r.id == id))
+                        .unwrap_or(Member {
+                            id,
+                            ..Default::default()
+                        });
+                    m.is_learner = learner;
+                    self.storage.put_member(&m)?;
+                }
+                ConfChangeType::RemoveNode => {
+                    self.storage.remove_member(id)?;
+                    self.shared
+                        .removed_ids
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id);
+                    if id == self.cfg.identity.member_id {
+                        tracing::warn!("raft: this member was removed from the cluster");
+                        self.shared.removed.send_replace(true);
+                    }
+                }
+            }
+        }
+        self.members_changed()?;
+        Ok(Vec::new())
+    }
+
+    /// A member's published name and client URLs.
+    fn apply_attributes(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        let attrs = Member::decode(data)?;
+        let Some(mut m) = self
+            .storage
+            .members()?
+            .into_iter()
+            .find(|m| m.id == attrs.id)
+        else {
+            return Ok(()); // removed meanwhile
+        };
+        m.name = attrs.name;
+        m.client_urls = attrs.client_urls;
+        self.storage.put_member(&m)?;
+        if m.id == self.cfg.identity.member_id {
+            self.attributes_applied = true;
+        }
+        self.members_changed()
+    }
+
+    /// After the member records changed: tell readers and the transport.
+    fn members_changed(&mut self) -> anyhow::Result<()> {
+        let members = self.storage.members()?;
+        self.transport.update(&members);
+        *self
+            .shared
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = members;
+        Ok(())
+    }
+
+    /// Proposes this member's attributes once there is a leader, again every few
+    /// seconds until they are applied (a proposal can be lost with a leader).
+    fn maybe_publish(&mut self) {
+        if self.attributes_applied || self.leader == 0 {
+            return;
+        }
+        if self
+            .published
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        let recorded = self
+            .shared
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|m| m.id == self.cfg.identity.member_id)
+            .cloned();
+        let attrs = &self.cfg.attributes;
+        if recorded
+            .as_ref()
+            .is_some_and(|m| m.name == attrs.name && m.client_urls == attrs.client_urls)
+        {
+            self.attributes_applied = true;
+            return;
+        }
+        let mut attrs = attrs.clone();
+        attrs.id = self.cfg.identity.member_id;
+        self.published = Some(Instant::now());
+        if let Err(e) = self
+            .node
+            .propose(ATTRIBUTES_CONTEXT.to_vec(), attrs.encode_to_vec())
+        {
+            tracing::debug!("raft: publishing member attributes: {e}");
+        }
     }
 
     /// Answers proposers whose entries are applied and flushed.
@@ -499,7 +864,8 @@ impl Loop {
         let retry_after = self.cfg.heartbeat_interval * 2;
         for (id, sent) in self.read_retry.iter_mut() {
             if sent.elapsed() >= retry_after && self.node.raft.leader_id != 0 {
-                self.node.read_index(context(self.cfg.member_id, *id));
+                self.node
+                    .read_index(context(self.cfg.identity.member_id, *id));
                 *sent = Instant::now();
             }
         }
@@ -516,7 +882,9 @@ impl Loop {
     }
 
     fn maybe_compact(&mut self) -> anyhow::Result<()> {
-        let applied = self.sm.applied_index();
+        // Raft's own applied index can trail the state machine's right after a restart
+        // (see `start`): keep what raft may still deliver.
+        let applied = self.sm.applied_index().min(self.node.raft.raft_log.applied);
         let first = self.storage.first_index();
         let keep = self.cfg.snapshot_count.max(1);
         if applied > first + 2 * keep {
@@ -537,7 +905,12 @@ impl Loop {
         s.commit_index = raft.raft_log.committed;
         s.applied_index = self.sm.applied_index();
         s.last_index = self.storage.last_index();
-        s.is_learner = raft.prs().conf().learners().contains(&self.cfg.member_id);
+        s.is_learner = raft
+            .prs()
+            .conf()
+            .learners()
+            .contains(&self.cfg.identity.member_id);
+        s.published = self.attributes_applied;
     }
 
     fn fail_all(&mut self, e: RaftError) {

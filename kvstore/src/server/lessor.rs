@@ -71,7 +71,7 @@ impl Lessor {
 /// Runs until the process stops: revokes expired leases while this member leads.
 pub async fn run_expiry(server: Arc<Server>) {
     let mut leader = server.raft.leader_changes();
-    let me = server.member.id;
+    let me = server.raft.status().member_id;
     let mut was_leader = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {

@@ -18,40 +18,18 @@ use lessor::Lessor;
 use prost::Message;
 use proto::etcd::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer, Member, ResponseHeader,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
 };
 use proto::peer::kvstorepb::{internal_request, internal_response, InternalRequest};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
-/// This member as `member list` shows it.
-#[derive(Debug, Clone)]
-pub struct MemberInfo {
-    pub id: u64,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-}
-
-impl MemberInfo {
-    pub fn to_proto(&self) -> Member {
-        Member {
-            id: self.id,
-            name: self.name.clone(),
-            peer_ur_ls: self.peer_urls.clone(),
-            client_ur_ls: self.client_urls.clone(),
-            is_learner: false,
-        }
-    }
-}
-
 /// Everything the services share.
 pub struct Server {
     pub store: Arc<Store>,
     pub raft: RaftNode,
     pub lessor: Arc<Lessor>,
-    pub member: MemberInfo,
     pub max_request_bytes: usize,
     /// How often a watch created with `progress_notify` gets a progress response.
     pub progress_interval: Duration,

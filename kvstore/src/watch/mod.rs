@@ -6,7 +6,7 @@
 //! replay and live events. Each watcher's channel is unbounded: a slow watcher costs
 //! memory, never a lost event.
 
-use crate::mvcc::{range, Store, StoreError};
+use crate::mvcc::{range, State, Store, StoreError};
 use proto::etcd::mvccpb::{event::EventType, Event};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -95,6 +95,8 @@ impl Hub {
             if revision < w.spec.start_revision {
                 return true;
             }
+            // From now on `start_revision` is the next revision this watcher has not seen.
+            w.spec.start_revision = revision + 1;
             let mine: Vec<Event> = events
                 .iter()
                 .filter(|e| w.spec.matches(e))
@@ -159,6 +161,41 @@ impl Hub {
             .insert(id, Watcher { spec, tx });
         drop(state);
         Ok(Registered::Watching { id })
+    }
+
+    /// After the store jumped forward by installing a snapshot (state read-locked):
+    /// replays to every watcher what it missed, from the store's history, so it still
+    /// sees every revision once, in order. A watcher whose next revision was compacted
+    /// away by the snapshot is dropped (its stream ends).
+    pub(crate) fn resync(&self, store: &Store, state: &State) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.retain(|_, w| {
+            if w.spec.start_revision > state.current_rev {
+                return true;
+            }
+            if w.spec.start_revision < state.compact_rev {
+                return false;
+            }
+            let Ok(history) = store.history(
+                state,
+                &w.spec.key,
+                &w.spec.range_end,
+                w.spec.start_revision,
+                w.spec.prev_kv,
+            ) else {
+                return false;
+            };
+            w.spec.start_revision = state.current_rev + 1;
+            let mine: Vec<Event> = history.into_iter().filter(|e| w.spec.matches(e)).collect();
+            mine.is_empty()
+                || w.tx
+                    .send(Batch {
+                        watch_id: w.spec.watch_id,
+                        revision: state.current_rev,
+                        events: mine,
+                    })
+                    .is_ok()
+        });
     }
 
     pub fn cancel(&self, id: u64) {

@@ -1,0 +1,340 @@
+//! The raft peer transport: gRPC service `kvstorepb.RaftPeer` (proto/kvstore/raft.proto).
+//!
+//! Outgoing, one task per peer owns a bounded queue and one long-lived client stream of
+//! raft messages to that peer; when the stream breaks it reconnects with backoff and the
+//! messages queued meanwhile are dropped (raft retransmits what matters). Snapshots go on
+//! a call of their own, so their outcome can be reported to raft. Incoming, the service
+//! hands every message of the right cluster to the node loop.
+//!
+//! Must not: block the raft thread. `send` only ever `try_send`s.
+
+use super::node::RaftNode;
+use proto::peer::kvstorepb::{
+    raft_peer_client::RaftPeerClient,
+    raft_peer_server::{RaftPeer, RaftPeerServer},
+    Ack, Member, MembersRequest, MembersResponse, RaftEnvelope,
+};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Outcomes the node loop must tell raft about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Sending to this peer failed: raft probes it instead of streaming appends.
+    Unreachable(u64),
+    /// A snapshot to this peer was delivered (`ok`) or not.
+    Snapshot { to: u64, ok: bool },
+    /// A peer refused our messages because this member was removed from the cluster.
+    Removed,
+}
+
+/// How a member refuses messages from a removed one (the sender then stops).
+const REMOVED: &str = "kvstore: the sending member was removed from the cluster";
+
+pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
+
+/// Messages waiting for one peer; beyond this they are dropped.
+const QUEUE: usize = 4096;
+/// Snapshots can be the whole database.
+pub const MAX_MESSAGE: usize = 1024 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+struct Link {
+    urls: Vec<String>,
+    tx: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Transport {
+    me: u64,
+    cluster_id: u64,
+    handle: tokio::runtime::Handle,
+    tls: Option<ClientTlsConfig>,
+    report: Reporter,
+    links: Mutex<HashMap<u64, Link>>,
+}
+
+impl Transport {
+    pub fn new(
+        me: u64,
+        cluster_id: u64,
+        handle: tokio::runtime::Handle,
+        tls: Option<ClientTlsConfig>,
+        report: Reporter,
+    ) -> Self {
+        Transport {
+            me,
+            cluster_id,
+            handle,
+            tls,
+            report,
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes the set of links match the members: new peers get one, removed ones lose
+    /// theirs, changed URLs reconnect.
+    pub fn update(&self, members: &[Member]) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|id, l| members.iter().any(|m| m.id == *id && m.peer_urls == l.urls));
+        for m in members {
+            if m.id == self.me || links.contains_key(&m.id) || m.peer_urls.is_empty() {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let task = self.handle.spawn(run_link(LinkCtx {
+                to: m.id,
+                urls: m.peer_urls.clone(),
+                cluster_id: self.cluster_id,
+                tls: self.tls.clone(),
+                report: self.report.clone(),
+                rx,
+            }));
+            links.insert(
+                m.id,
+                Link {
+                    urls: m.peer_urls.clone(),
+                    tx,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Queues messages for their peers without waiting.
+    pub fn send(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        for m in msgs {
+            let to = m.to;
+            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let sent = links.get(&to).is_some_and(|l| l.tx.try_send(m).is_ok());
+            if !sent {
+                // A full queue or an unknown peer: raft learns and retries.
+                (self.report)(Report::Unreachable(to));
+                if snapshot {
+                    (self.report)(Report::Snapshot { to, ok: false });
+                }
+            }
+        }
+    }
+}
+
+struct LinkCtx {
+    to: u64,
+    urls: Vec<String>,
+    cluster_id: u64,
+    tls: Option<ClientTlsConfig>,
+    report: Reporter,
+    rx: mpsc::Receiver<Message>,
+}
+
+/// A client for a peer URL (`http://` or `https://`).
+pub async fn connect(
+    url: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<RaftPeerClient<Channel>> {
+    let mut ep = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3));
+    if url.starts_with("https://") {
+        let Some(tls) = tls else {
+            anyhow::bail!("{url}: https peer URLs need --peer-trusted-ca-file");
+        };
+        ep = ep.tls_config(tls.clone())?;
+    }
+    let channel = ep.connect().await?;
+    Ok(RaftPeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+fn envelope(m: &Message, cluster_id: u64) -> Option<RaftEnvelope> {
+    match m.write_to_bytes() {
+        Ok(bytes) => Some(RaftEnvelope {
+            message: bytes,
+            cluster_id,
+        }),
+        Err(e) => {
+            tracing::error!("encoding a raft message: {e}");
+            None
+        }
+    }
+}
+
+async fn run_link(mut ctx: LinkCtx) {
+    let mut backoff = Duration::from_millis(20);
+    let mut attempt = 0usize;
+    loop {
+        let url = &ctx.urls[attempt % ctx.urls.len()];
+        attempt += 1;
+        let client = match connect(url, ctx.tls.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(to = format!("{:x}", ctx.to), "peer {url}: {e:#}");
+                (ctx.report)(Report::Unreachable(ctx.to));
+                // What queued while the peer was down is stale: drop it.
+                while let Ok(m) = ctx.rx.try_recv() {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        (ctx.report)(Report::Snapshot {
+                            to: ctx.to,
+                            ok: false,
+                        });
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(20);
+        if stream(&mut ctx, client).await {
+            return; // the link was removed
+        }
+        (ctx.report)(Report::Unreachable(ctx.to));
+    }
+}
+
+/// Streams messages until the stream breaks (false) or the link is removed (true).
+async fn stream(ctx: &mut LinkCtx, client: RaftPeerClient<Channel>) -> bool {
+    let (tx, rx) = mpsc::channel::<RaftEnvelope>(256);
+    let mut call_client = client.clone();
+    let mut call = tokio::spawn(async move {
+        call_client
+            .send(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    loop {
+        tokio::select! {
+            done = &mut call => {
+                match done {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(s)) if s.code() == tonic::Code::PermissionDenied && s.message() == REMOVED => {
+                        (ctx.report)(Report::Removed);
+                    }
+                    Ok(Err(s)) => tracing::debug!(to = format!("{:x}", ctx.to), "peer stream: {s}"),
+                    Err(e) => tracing::debug!("peer stream task: {e}"),
+                }
+                return false;
+            }
+            m = ctx.rx.recv() => {
+                let Some(m) = m else {
+                    call.abort();
+                    return true;
+                };
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    tokio::spawn(send_snapshot(client.clone(), m, ctx.cluster_id, ctx.report.clone()));
+                    continue;
+                }
+                let Some(env) = envelope(&m, ctx.cluster_id) else { continue };
+                if tx.send(env).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot on a call of its own: its answer tells raft whether it arrived.
+async fn send_snapshot(
+    mut client: RaftPeerClient<Channel>,
+    m: Message,
+    cluster_id: u64,
+    report: Reporter,
+) {
+    let to = m.to;
+    let ok = match envelope(&m, cluster_id) {
+        Some(env) => match client.send(futures::stream::iter([env])).await {
+            Ok(_) => true,
+            Err(s) => {
+                tracing::warn!(to = format!("{to:x}"), "sending a snapshot: {s}");
+                false
+            }
+        },
+        None => false,
+    };
+    report(Report::Snapshot { to, ok });
+}
+
+/// Asks the members at `urls` who is in the cluster (a member joining one).
+pub async fn fetch_members(
+    urls: &[String],
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<MembersResponse> {
+    let mut last = None;
+    for url in urls {
+        match connect(url, tls).await {
+            Ok(mut c) => match c.members(MembersRequest {}).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => last = Some(anyhow::anyhow!("{url}: {}", s.message())),
+            },
+            Err(e) => last = Some(e.context(url.clone())),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no peer URLs to ask")))
+}
+
+/// The receiving side, served on `--listen-peer-urls`.
+pub struct PeerService {
+    node: RaftNode,
+}
+
+impl PeerService {
+    pub fn server(node: RaftNode) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(PeerService { node })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn send(&self, req: Request<Streaming<RaftEnvelope>>) -> Result<Response<Ack>, Status> {
+        let mut inbound = req.into_inner();
+        let cluster_id = self.node.status().cluster_id;
+        while let Some(env) = inbound.message().await? {
+            if env.cluster_id != cluster_id {
+                return Err(Status::failed_precondition(format!(
+                    "raft message for cluster {:x}, this is cluster {cluster_id:x}",
+                    env.cluster_id
+                )));
+            }
+            let m = Message::parse_from_bytes(&env.message)
+                .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
+            if self.node.is_removed(m.from) {
+                return Err(Status::permission_denied(REMOVED));
+            }
+            self.node
+                .step(m)
+                .map_err(|_| Status::unavailable("this member is stopping"))?;
+        }
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn members(
+        &self,
+        _req: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.node.status().cluster_id,
+            members: self.node.members(),
+        }))
+    }
+}

@@ -206,7 +206,11 @@ mod tests {
         ];
         assert!(check(None, &h).is_ok());
         // Never seen: fine too.
-        let h = [c(Op::Put(1), 0, 1), lost.clone(), c(Op::Get(Some(1)), 10, 11)];
+        let h = [
+            c(Op::Put(1), 0, 1),
+            lost.clone(),
+            c(Op::Get(Some(1)), 10, 11),
+        ];
         assert!(check(None, &h).is_ok());
         // But not before it was invoked.
         let h = [c(Op::Get(Some(2)), 0, 1), lost];

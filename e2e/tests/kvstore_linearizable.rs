@@ -195,7 +195,7 @@ async fn watcher_loop(
         let Ok(mut c) = Client::connect([ep], Some(opts())).await else {
             continue;
         };
-        let Ok((_w, mut stream)) = c
+        let Ok(mut stream) = c
             .watch(
                 PREFIX,
                 Some(WatchOptions::new().with_prefix().with_start_revision(next)),
@@ -260,14 +260,7 @@ fn histories_are_linearizable_and_watches_complete_under_faults() {
     });
     let until: Arc<Mutex<Option<i64>>> = Arc::default();
     let watchers: Vec<_> = (0..WATCHERS)
-        .map(|w| {
-            rt.spawn(watcher_loop(
-                w,
-                endpoints.clone(),
-                start_rev,
-                until.clone(),
-            ))
-        })
+        .map(|w| rt.spawn(watcher_loop(w, endpoints.clone(), start_rev, until.clone())))
         .collect();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| rt.spawn(client_loop(id + 1, endpoints.clone(), shared.clone())))
@@ -331,7 +324,10 @@ fn histories_are_linearizable_and_watches_complete_under_faults() {
     let expected: Vec<i64> = (start_rev..=final_rev).collect();
     for (i, s) in streams.iter().enumerate() {
         let revs: Vec<i64> = s.iter().map(|e| e.0).collect();
-        assert_eq!(revs, expected, "watcher {i} saw revisions out of order or missed some");
+        assert_eq!(
+            revs, expected,
+            "watcher {i} saw revisions out of order or missed some"
+        );
         assert_eq!(s, &streams[0], "watcher {i} disagrees with watcher 0");
     }
 

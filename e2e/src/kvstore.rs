@@ -42,8 +42,9 @@ impl Flavor {
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Serving certificate per member (index), with the CA to trust; client URLs become
-    /// https and clients must present a certificate signed by the CA.
+    /// A serving certificate (also valid for client auth) and the CA to trust: client
+    /// and peer URLs become https, and clients and peers must present a certificate
+    /// signed by the CA.
     pub tls: Option<(CertFiles, PathBuf)>,
     /// Leave members running after the harness exits (`local-cluster up --background`).
     pub detached: bool,
@@ -98,7 +99,7 @@ fn spawn_member(
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let data_dir = run.subdir(&format!("data/{name}"))?;
     let client_url = format!("{scheme}://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
+    let peer_url = format!("{scheme}://127.0.0.1:{peer}");
     let mut spec = Spec::new(name, &program, run.log_file(name)).args([
         format!("--name={name}"),
         format!("--data-dir={}", data_dir.display()),
@@ -116,6 +117,10 @@ fn spawn_member(
             format!("--key-file={}", certs.key.display()),
             format!("--trusted-ca-file={}", ca.display()),
             "--client-cert-auth".to_string(),
+            format!("--peer-cert-file={}", certs.cert.display()),
+            format!("--peer-key-file={}", certs.key.display()),
+            format!("--peer-trusted-ca-file={}", ca.display()),
+            "--peer-client-cert-auth".to_string(),
         ]);
     }
     spec = spec.args(opts.extra_args.iter().cloned());
@@ -139,10 +144,11 @@ impl KvCluster {
         let ports: Vec<(u16, u16, u16)> = (0..size)
             .map(|_| Self::new_ports())
             .collect::<Result<_>>()?;
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer, _))| format!("{}{i}=http://127.0.0.1:{peer}", flavor.label()))
+            .map(|(i, (_, peer, _))| format!("{}{i}={scheme}://127.0.0.1:{peer}", flavor.label()))
             .collect::<Vec<_>>()
             .join(",");
         let mut members = Vec::new();
@@ -198,15 +204,16 @@ impl KvCluster {
     }
 
     /// Starts a member that joins the running group (`--initial-cluster-state existing`),
-    /// after it was added with `member add` for peer URL `http://127.0.0.1:{ports.1}`.
+    /// after it was added with `member add` for peer URL `{scheme}://127.0.0.1:{ports.1}`.
     /// Does not wait for it.
     pub fn join(&mut self, run: &RunDir, name: &str, ports: (u16, u16, u16)) -> Result<()> {
+        let scheme = if self.tls { "https" } else { "http" };
         let mut initial: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}={scheme}://127.0.0.1:{}", m.name, m.peer_port))
             .collect();
-        initial.push(format!("{name}=http://127.0.0.1:{}", ports.1));
+        initial.push(format!("{name}={scheme}://127.0.0.1:{}", ports.1));
         let member = spawn_member(
             run,
             self.flavor,

@@ -315,3 +315,54 @@ fn membership_learner_promote_remove_with_etcdctl() {
     assert!(ok && out.contains("from-the-new-voter"), "{out}");
     kv.stop().unwrap();
 }
+
+#[test]
+fn keep_alives_sent_to_a_follower_reach_the_leader() {
+    let run = RunDir::temp("kvstore-lease-forward").unwrap();
+    let mut kv = KvCluster::start(&run, Flavor::Kvstore, 3, &fast()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leader = wait_for(
+        "a leader",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || Ok(agreed_leader(&rt, &mut kv)),
+    )
+    .unwrap();
+    let follower = kv.members[(leader + 1) % 3].client_url(false);
+    let leader_ep = kv.members[leader].client_url(false);
+    rt.block_on(async {
+        let mut c = client(vec![follower.clone()]).await;
+        let lease = c.lease_grant(2, None).await.unwrap().id();
+        c.put(
+            "k/leased",
+            "v",
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+        // Keep it alive through the follower for three TTLs: only the leader expires
+        // leases, so it must hear about every renewal.
+        let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            keeper.keep_alive().await.unwrap();
+            let a = answers.message().await.unwrap().unwrap();
+            assert!(a.ttl() > 0, "the leader does not know the lease");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut l = client(vec![leader_ep.clone()]).await;
+        assert_eq!(
+            l.get("k/leased", None).await.unwrap().kvs().len(),
+            1,
+            "the lease expired although a follower kept it alive"
+        );
+        drop(keeper);
+        // Without keep-alives it expires, and its key goes with it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while l.get("k/leased", None).await.unwrap().count() != 0 {
+            assert!(Instant::now() < deadline, "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    kv.stop().unwrap();
+}

@@ -465,7 +465,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         if let Some(tls) = &peer_tls {
             builder = builder.tls_config(tls.clone())?;
         }
-        let service = raft::transport::PeerService::server(raft.clone());
+        let renew: raft::transport::Renew = {
+            let server = server.clone();
+            Arc::new(move |id| {
+                let s = server.raft.status();
+                if s.leader_id != s.member_id {
+                    return Err(tonic::Status::failed_precondition(
+                        "etcdserver: not the leader",
+                    ));
+                }
+                Ok(server.renew(id))
+            })
+        };
+        let service = raft::transport::PeerService::server(raft.clone(), renew);
         let mut stop_rx = stop_rx.clone();
         serving.push(tokio::spawn(async move {
             let shutdown = async move {

@@ -60,6 +60,9 @@ pub enum RaftError {
     /// A membership change that cannot be made now (the message says why).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A request forwarded to the leader failed.
+    #[error("etcdserver: forwarding to the leader: {0}")]
+    Forward(String),
 }
 
 impl From<RaftError> for tonic::Status {
@@ -100,6 +103,8 @@ enum Cmd {
 }
 
 struct Shared {
+    /// For calls to peers outside the raft stream (lease renewals to the leader).
+    peer_tls: Option<tonic::transport::ClientTlsConfig>,
     status: RwLock<RaftStatus>,
     members: RwLock<Vec<Member>>,
     /// Members removed from the cluster: their messages are refused.
@@ -169,6 +174,7 @@ impl RaftNode {
         let (removed, _) = watch::channel(false);
         let members = storage.members()?;
         let shared = Arc::new(Shared {
+            peer_tls: cfg.peer_tls.clone(),
             status: RwLock::new(RaftStatus {
                 member_id,
                 cluster_id: cfg.identity.cluster_id,
@@ -262,6 +268,34 @@ impl RaftNode {
                 String::from_utf8_lossy(&result).into_owned(),
             ))
         }
+    }
+
+    /// Forwards a lease keep-alive to the leader over the peer URLs (only the leader
+    /// tracks deadlines); returns the lease's TTL, 0 if the leader knows no such lease.
+    pub async fn renew_on_leader(&self, lease: i64) -> Result<i64, RaftError> {
+        let leader = self.status().leader_id;
+        let urls = self
+            .members()
+            .into_iter()
+            .find(|m| m.id == leader)
+            .map(|m| m.peer_urls)
+            .ok_or(RaftError::NoLeader)?;
+        let mut last = RaftError::NoLeader;
+        for url in &urls {
+            match super::transport::connect(url, self.shared.peer_tls.as_ref()).await {
+                Ok(mut c) => {
+                    match c
+                        .lease_renew(proto::peer::kvstorepb::LeaseRenewRequest { id: lease })
+                        .await
+                    {
+                        Ok(r) => return Ok(r.into_inner().ttl),
+                        Err(s) => last = RaftError::Forward(s.message().to_string()),
+                    }
+                }
+                Err(e) => last = RaftError::Forward(format!("{url}: {e:#}")),
+            }
+        }
+        Err(last)
     }
 
     /// Hands a message from a peer to raft.

@@ -12,7 +12,8 @@ use super::node::RaftNode;
 use proto::peer::kvstorepb::{
     raft_peer_client::RaftPeerClient,
     raft_peer_server::{RaftPeer, RaftPeerServer},
-    Ack, Member, MembersRequest, MembersResponse, RaftEnvelope,
+    Ack, LeaseRenewRequest, LeaseRenewResponse, Member, MembersRequest, MembersResponse,
+    RaftEnvelope,
 };
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -291,14 +292,19 @@ pub async fn fetch_members(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no peer URLs to ask")))
 }
 
+/// Renews a lease on the leader: its TTL, 0 if unknown, or an error if this member does
+/// not lead.
+pub type Renew = Arc<dyn Fn(i64) -> Result<i64, Status> + Send + Sync>;
+
 /// The receiving side, served on `--listen-peer-urls`.
 pub struct PeerService {
     node: RaftNode,
+    renew: Renew,
 }
 
 impl PeerService {
-    pub fn server(node: RaftNode) -> RaftPeerServer<PeerService> {
-        RaftPeerServer::new(PeerService { node })
+    pub fn server(node: RaftNode, renew: Renew) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(PeerService { node, renew })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
@@ -326,6 +332,14 @@ impl RaftPeer for PeerService {
                 .map_err(|_| Status::unavailable("this member is stopping"))?;
         }
         Ok(Response::new(Ack {}))
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        let ttl = (self.renew)(req.into_inner().id)?;
+        Ok(Response::new(LeaseRenewResponse { ttl }))
     }
 
     async fn members(

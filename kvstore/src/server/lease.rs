@@ -75,13 +75,19 @@ impl Lease for Shared {
                     Ok(m) => m,
                     Err(_) => break, // the client went away
                 };
-                let ttl = match server.store.lease(msg.id) {
-                    Some(l) => {
-                        server.lessor.renew(msg.id, l.ttl);
-                        l.ttl
+                let status = server.raft.status();
+                let ttl = if status.leader_id == status.member_id {
+                    server.renew(msg.id)
+                } else {
+                    // Only the leader tracks deadlines: forward, as etcd does.
+                    match server.raft.renew_on_leader(msg.id).await {
+                        Ok(ttl) => ttl,
+                        Err(e) => {
+                            // The client retries on a new stream.
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            break;
+                        }
                     }
-                    // etcd answers an unknown lease with TTL 0.
-                    None => 0,
                 };
                 let resp = LeaseKeepAliveResponse {
                     header: Some(server.header(server.store.current_revision())),

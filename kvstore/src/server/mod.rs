@@ -80,6 +80,18 @@ impl Server {
         Ok(decode_response(&result)?)
     }
 
+    /// Restarts a lease's deadline on this member (the leader): its TTL, or 0 for an
+    /// unknown lease (etcd's keep-alive answer).
+    pub fn renew(&self, id: i64) -> i64 {
+        match self.store.lease(id) {
+            Some(l) => {
+                self.lessor.renew(id, l.ttl);
+                l.ttl
+            }
+            None => 0,
+        }
+    }
+
     /// The linearizable-read barrier.
     async fn linearize(&self) -> Result<(), Status> {
         self.raft

@@ -479,7 +479,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         };
         let service = raft::transport::PeerService::server(raft.clone(), renew);
         let mut stop_rx = stop_rx.clone();
-        serving.push(tokio::spawn(async move {
+        // Peers hold their streams open forever: no draining, the server is aborted
+        // with the other background tasks.
+        tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 // Either a stop request or the sender going away ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;

@@ -3,10 +3,14 @@
 
 CARGO      ?= cargo
 CLUSTER    ?= .cluster
-# Debian packages the tests use: real etcd/etcdctl to compare the kvstore against, and
+# Debian packages the tests use: real etcd/etcdctl to compare the kvstore against, curl for
+# raw HTTPS checks of the apiserver, and
 # protoc for the etcd-client crate (our own proto crate uses a vendored protoc).
-DEB_PKGS   := etcd-server etcd-client protobuf-compiler libprotobuf-dev
+DEB_PKGS   := etcd-server etcd-client protobuf-compiler libprotobuf-dev curl
 SHELL      := /bin/bash
+# A virtualenv for the Python client the e2e tests drive (kept out of the system's
+# site-packages); the tests find it here.
+PYVENV     := $(CURDIR)/target/pyvenv
 
 .PHONY: all build test e2e run down status bench bench-kvstore lint fmt deps
 
@@ -15,7 +19,7 @@ all: build
 build:
 	$(CARGO) build --workspace --bins
 
-## deps: install the Debian packages the tests need (idempotent: installs only what is missing).
+## deps: install the Debian and PyPI packages the tests need (idempotent: installs only what is missing).
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -26,6 +30,8 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: all present ($(DEB_PKGS))"; fi
 	@command -v rustfmt >/dev/null && command -v cargo-clippy >/dev/null || rustup component add rustfmt clippy
+	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
+	@$(PYVENV)/bin/python -c 'import kubernetes' 2>/dev/null || $(PYVENV)/bin/pip install --quiet "kubernetes>=29"
 
 ## test: the whole workspace's tests (unit, integration and process-level suites).
 test: deps build

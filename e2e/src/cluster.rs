@@ -1,8 +1,10 @@
 //! What `local-cluster` does: generate the PKI and kubeconfigs, start the daemons that
 //! exist so far as processes, record them in `DIR/cluster.json`, and stop exactly those.
 
+use crate::apiserver::{spawn_apiserver, wait_ready, ApiserverSpec};
 use crate::kvstore::{Flavor, KvCluster, Options};
 use crate::pki::{self, Pki};
+use crate::process::Process;
 use crate::RunDir;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 /// daemon to `local-cluster` starts with flipping its entry here.
 pub const COMPONENTS: &[(&str, bool)] = &[
     ("kvstore", true),
-    ("apiserver", false),
+    ("apiserver", true),
     ("scheduler", false),
     ("controller-manager", false),
     ("kubelet", false),
@@ -112,15 +114,24 @@ pub fn read_state(dir: &Path) -> Result<State> {
 pub struct Running {
     pub state: State,
     kv: KvCluster,
+    apiservers: Vec<Process>,
 }
 
 impl Running {
     pub fn stop(&mut self) -> Result<()> {
+        for a in &mut self.apiservers {
+            a.stop()?;
+        }
         self.kv.stop()
     }
 
     /// Returns the name of a process that has exited, if any.
     pub fn exited(&mut self) -> Option<String> {
+        for a in &mut self.apiservers {
+            if !a.is_running() {
+                return Some(a.name().to_string());
+            }
+        }
         self.kv
             .members
             .iter_mut()
@@ -132,6 +143,18 @@ impl Running {
         for m in self.kv.members {
             m.process.detach();
         }
+        for a in self.apiservers {
+            a.detach();
+        }
+    }
+}
+
+/// `preferred` when it is free, else any free port (so a second cluster, or a test,
+/// never collides with `make run`'s).
+fn port_or_free(preferred: u16) -> Result<u16> {
+    match std::net::TcpListener::bind(("127.0.0.1", preferred)) {
+        Ok(_) => Ok(preferred),
+        Err(_) => crate::ports::free_port(),
     }
 }
 
@@ -150,13 +173,18 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
     }
     let pki = Pki::create(&run.path().join("pki"))?;
     let admin = pki.client("admin", pki::ADMIN)?;
-    // The apiserver's URL(s): written now so the kubeconfigs are ready when it lands.
-    let apiservers: Vec<String> = (0..opts.masters)
-        .map(|i| format!("https://127.0.0.1:{}", 6443 + i))
+    let ports: Vec<u16> = (0..opts.masters)
+        .map(|i| port_or_free(6443 + i as u16))
+        .collect::<Result<_>>()?;
+    let apiservers: Vec<String> = ports
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
         .collect();
+    // kubectl takes one server; the components' kubeconfigs list all for failover.
+    let admin_kubeconfig = run.path().join("kubeconfig");
     pki::write_kubeconfig(
-        &run.path().join("kubeconfig"),
-        &pki.kubeconfig(&apiservers, "kubernetes-admin", &admin)?,
+        &admin_kubeconfig,
+        &pki.kubeconfig(&apiservers[..1], "kubernetes-admin", &admin)?,
     )?;
     for (file, ident) in [
         ("scheduler", pki::SCHEDULER),
@@ -171,7 +199,12 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
             &pki.kubeconfig(&apiservers, ident.0, &creds)?,
         )?;
     }
-    pki.client("apiserver-etcd-client", pki::APISERVER_ETCD_CLIENT)?;
+    let etcd_client = pki.client("apiserver-etcd-client", pki::APISERVER_ETCD_CLIENT)?;
+    let serving = pki.serving(
+        "apiserver",
+        "kube-apiserver",
+        &["kubernetes", "kubernetes.default"],
+    )?;
 
     let kv = KvCluster::start(
         &run,
@@ -182,28 +215,66 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
             ..Default::default()
         },
     )?;
-    let processes = kv
+    let mut running = Running {
+        state: State {
+            processes: Vec::new(),
+            kvstore_endpoints: kv.endpoints(),
+            background: opts.background,
+        },
+        kv,
+        apiservers: Vec::new(),
+    };
+    for (i, port) in ports.iter().enumerate() {
+        let process = spawn_apiserver(
+            &run,
+            &ApiserverSpec {
+                name: &format!("apiserver{i}"),
+                port: *port,
+                etcd_servers: &running.state.kvstore_endpoints,
+                etcd_client: &etcd_client,
+                serving: &serving,
+                ca: &pki.ca().cert,
+                token_file: None,
+                detached: opts.background,
+                extra_args: &[],
+            },
+        )?;
+        running.apiservers.push(process);
+    }
+    for i in 0..running.apiservers.len() {
+        if let Err(e) = wait_ready(
+            &mut running.apiservers[i],
+            &admin_kubeconfig,
+            Duration::from_secs(60),
+        ) {
+            // Detached processes outlive a dropped handle: stop them explicitly.
+            let _ = running.stop();
+            return Err(e);
+        }
+    }
+    let record = |p: &Process, endpoint: String| Recorded {
+        name: p.name().to_string(),
+        pid: p.pid(),
+        program: p.spec().program.clone(),
+        start_time: proc_start_time(p.pid()).unwrap_or(0),
+        log: p.log_path().to_path_buf(),
+        endpoints: vec![endpoint],
+    };
+    let mut processes: Vec<Recorded> = running
+        .kv
         .members
         .iter()
-        .map(|m| Recorded {
-            name: m.name.clone(),
-            pid: m.process.pid(),
-            program: m.process.spec().program.clone(),
-            start_time: proc_start_time(m.process.pid()).unwrap_or(0),
-            log: m.process.log_path().to_path_buf(),
-            endpoints: vec![m.client_url(false)],
-        })
+        .map(|m| record(&m.process, m.client_url(false)))
         .collect();
-    let state = State {
-        processes,
-        kvstore_endpoints: kv.endpoints(),
-        background: opts.background,
-    };
+    for (a, url) in running.apiservers.iter().zip(&apiservers) {
+        processes.push(record(a, url.clone()));
+    }
+    running.state.processes = processes;
     std::fs::write(
         state_path(run.path()),
-        serde_json::to_string_pretty(&state)?,
+        serde_json::to_string_pretty(&running.state)?,
     )?;
-    Ok(Running { state, kv })
+    Ok(running)
 }
 
 /// What to tell the user once the cluster is up.
@@ -214,10 +285,11 @@ pub fn instructions(dir: &Path, state: &State) -> String {
         "Rustkube local cluster is up in {dir}\n\
          running: {built}\n\
          not built yet: {missing}\n\n\
+         Use it with kubectl:\n  \
+         export KUBECONFIG={dir}/kubeconfig\n  \
+         kubectl get namespaces\n\n\
          Inspect the kvstore with etcdctl:\n  \
          ETCDCTL_API=3 etcdctl --endpoints {eps} member list\n\n\
-         Admin kubeconfig (for kubectl once the apiserver is built):\n  \
-         export KUBECONFIG={dir}/kubeconfig\n\n\
          Logs: {dir}/logs/   Status: local-cluster status --dir {dir}\n",
         dir = dir.display(),
         built = built.join(", "),

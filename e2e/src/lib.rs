@@ -3,12 +3,14 @@
 //! polling, and stops exactly the processes it started (by pid), also when a test fails.
 //! Also the cluster PKI and kubeconfigs, and the logic behind the `local-cluster` binary.
 //!
-//! Start with [`process::Process`] (one daemon) and [`kvstore::KvCluster`] (a kvstore or
-//! etcd group); [`cluster`] is what `local-cluster` runs.
+//! Start with [`process::Process`] (one daemon), [`kvstore::KvCluster`] (a kvstore or
+//! etcd group) and [`apiserver::ControlPlane`] (a store and an apiserver with PKI and
+//! kubeconfig); [`cluster`] is what `local-cluster` runs.
 //!
 //! Must not: link any daemon crate (tests drive the real binaries and real clients), or
 //! signal a process it did not start.
 
+pub mod apiserver;
 pub mod binaries;
 pub mod cluster;
 pub mod kvstore;

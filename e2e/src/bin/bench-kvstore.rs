@@ -192,24 +192,34 @@ async fn run_all(endpoints: &[String]) -> Vec<Result> {
     out.push(
         load(endpoints, 32, 8, 6_400, |mut c, t, _| async move {
             // Compare-and-swap on the task's own key: read its mod revision, then swap.
+            // Nobody else writes the key, so a lost compare means the read was stale;
+            // it is retried (and counted) rather than aborting the run.
             let key = format!("bench/cas/{t}");
-            let rev = c
-                .get(key.clone(), None)
-                .await?
-                .kvs()
-                .first()
-                .map_or(0, |kv| kv.mod_revision());
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::put(key, "swapped", None)]);
-            anyhow::ensure!(c.txn(txn).await?.succeeded(), "CAS lost to nobody");
-            Ok(())
+            for _ in 0..100 {
+                let rev = c
+                    .get(key.clone(), None)
+                    .await?
+                    .kvs()
+                    .first()
+                    .map_or(0, |kv| kv.mod_revision());
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::put(key.clone(), "swapped", None)]);
+                if c.txn(txn).await?.succeeded() {
+                    return Ok(());
+                }
+                LOST_CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            anyhow::bail!("CAS on {key} lost 100 times in a row with no other writer")
         })
         .await,
     );
     out.push(watch_delivery(&endpoints[0], 1000, 200).await);
     out
 }
+
+/// Compare-and-swaps that lost although nobody else wrote their key (stale reads).
+static LOST_CAS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -228,6 +238,10 @@ fn main() -> anyhow::Result<()> {
                 .map(|m| peak_rss_kib(m.process.pid()))
                 .sum();
             cluster.stop()?;
+            let lost = LOST_CAS.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if lost > 0 {
+                eprintln!("bench-kvstore: {flavor:?}: {lost} CAS retries after a stale read");
+            }
             results.push((r, rss));
         }
         report(size, &results[0], &results[1]);

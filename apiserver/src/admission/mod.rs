@@ -1,0 +1,138 @@
+//! Admission: what happens to an object between the request body and storage —
+//! decoding into its typed form (unknown fields dropped, wrong types refused), the
+//! defaults the real API applies, and validation with field causes.
+//!
+//! Must not: touch storage. Everything here is a pure function of the objects.
+
+pub mod defaults;
+pub mod validation;
+
+use crate::error::ApiError;
+use api::ResourceInfo;
+use serde_json::Value;
+
+/// Round-trips `value` through the kind's `k8s-openapi` type, as the real apiserver's
+/// decoder does: fields the type does not have are dropped, fields of the wrong shape
+/// are a 400.
+pub fn normalize(info: &ResourceInfo, value: Value) -> Result<Value, ApiError> {
+    macro_rules! kinds {
+        ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
+            match (info.group, info.kind) {
+                $(($group, $kind) => roundtrip::<$ty>(info, value),)*
+                _ => Ok(value),
+            }
+        };
+    }
+    use api::k8s_openapi::api::*;
+    kinds! {
+        "" "Namespace" => core::v1::Namespace,
+        "" "Pod" => core::v1::Pod,
+        "" "Node" => core::v1::Node,
+        "" "Service" => core::v1::Service,
+        "" "Endpoints" => core::v1::Endpoints,
+        "" "ConfigMap" => core::v1::ConfigMap,
+        "" "Secret" => core::v1::Secret,
+        "" "Event" => core::v1::Event,
+        "" "ServiceAccount" => core::v1::ServiceAccount,
+        "apps" "Deployment" => apps::v1::Deployment,
+        "apps" "ReplicaSet" => apps::v1::ReplicaSet,
+        "apps" "DaemonSet" => apps::v1::DaemonSet,
+        "apps" "StatefulSet" => apps::v1::StatefulSet,
+        "batch" "Job" => batch::v1::Job,
+        "batch" "CronJob" => batch::v1::CronJob,
+        "coordination.k8s.io" "Lease" => coordination::v1::Lease,
+        "discovery.k8s.io" "EndpointSlice" => discovery::v1::EndpointSlice,
+        "policy" "PodDisruptionBudget" => policy::v1::PodDisruptionBudget,
+        "rbac.authorization.k8s.io" "Role" => rbac::v1::Role,
+        "rbac.authorization.k8s.io" "ClusterRole" => rbac::v1::ClusterRole,
+        "rbac.authorization.k8s.io" "RoleBinding" => rbac::v1::RoleBinding,
+        "rbac.authorization.k8s.io" "ClusterRoleBinding" => rbac::v1::ClusterRoleBinding,
+    }
+}
+
+fn roundtrip<T>(info: &ResourceInfo, value: Value) -> Result<Value, ApiError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+            kind = info.kind,
+            version = info.version
+        ))
+    })?;
+    serde_json::to_value(&typed).map_err(ApiError::internal)
+}
+
+/// Checks (and fills in when absent) `apiVersion` and `kind` against the endpoint.
+pub fn check_type(info: &ResourceInfo, body: &mut Value) -> Result<(), ApiError> {
+    let Some(obj) = body.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let api_version = info.api_version();
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("kind".into(), Value::String(info.kind.into()));
+        }
+        Some(k) if k == info.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind of the body ({k}) does not match the endpoint's kind ({})",
+                info.kind
+            )))
+        }
+    }
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("apiVersion".into(), Value::String(api_version));
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_dropped_and_wrong_types_refused() {
+        let info = api::registry::by_resource("apps", "v1", "deployments").unwrap();
+        let v = normalize(
+            info,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"}, "bogus": 1, "spec": {"replicas": 2}}),
+        )
+        .unwrap();
+        assert!(v.get("bogus").is_none());
+        assert_eq!(v["spec"]["replicas"], 2);
+        let e = normalize(
+            info,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "two"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message.contains("cannot be handled as a Deployment"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn kind_mismatch_is_a_bad_request() {
+        let info = api::registry::by_resource("", "v1", "pods").unwrap();
+        let mut body = json!({"kind": "Service"});
+        assert_eq!(check_type(info, &mut body).unwrap_err().code, 400);
+        let mut body = json!({});
+        check_type(info, &mut body).unwrap();
+        assert_eq!(body["apiVersion"], "v1");
+    }
+}

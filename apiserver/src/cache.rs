@@ -1,0 +1,478 @@
+//! The watch cache: one etcd watch per resource feeds an in-memory copy of the
+//! resource's objects and a window of recent events. REST and gRPC watchers and
+//! `resourceVersion=0` lists are served from here; each event is serialized once for all
+//! watchers.
+//!
+//! Must not: write to storage, or serve a watch from a revision it cannot prove it has
+//! every event after (that is a 410 Expired).
+
+use crate::error::{ApiError, Result};
+use crate::storage::{prefix_end, Storage};
+use api::{FieldSelector, LabelSelector, ResourceInfo};
+use bytes::Bytes;
+use etcd_client::{EventType as EtcdEventType, WatchOptions};
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// How many recent events each resource keeps for watches that resume.
+pub const WINDOW: usize = 10_000;
+/// A watcher this many events behind is cut off (it resumes from its last revision).
+const FANOUT_BUFFER: usize = 8_192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, decoded and serialized once.
+#[derive(Debug)]
+pub struct Event {
+    pub kind: EventType,
+    pub revision: i64,
+    /// The object after the change (for DELETED: its last state, at the deletion's
+    /// revision, as Kubernetes reports it).
+    pub object: Arc<Value>,
+    /// The object before the change, if it existed (selectors need it).
+    pub prev: Option<Arc<Value>>,
+    /// `object` as JSON.
+    pub json: Bytes,
+}
+
+impl Event {
+    pub(crate) fn new(
+        kind: EventType,
+        revision: i64,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) -> Self {
+        let json = Bytes::from(serde_json::to_vec(&*object).unwrap_or_default());
+        Event {
+            kind,
+            revision,
+            object,
+            prev,
+            json,
+        }
+    }
+}
+
+/// What the fan-out channel carries.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Event(Arc<Event>),
+    /// The cache was rebuilt from a fresh list (its watch broke beyond repair); every
+    /// watcher ends and resumes from its own revision.
+    Reset,
+}
+
+struct State {
+    /// Storage key → object with `metadata.resourceVersion` set.
+    objects: BTreeMap<String, Arc<Value>>,
+    /// The revision the cache reflects.
+    revision: i64,
+    window: VecDeque<Arc<Event>>,
+    /// Every event after this revision is in `window` (or was not for this resource).
+    oldest: i64,
+    synced: bool,
+}
+
+/// Which objects a list or watch wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub namespace: Option<String>,
+    pub labels: Option<LabelSelector>,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn matches(&self, object: &Value) -> bool {
+        let meta = &object["metadata"];
+        if let Some(ns) = &self.namespace {
+            if meta["namespace"].as_str().unwrap_or("") != ns {
+                return false;
+            }
+        }
+        if let Some(sel) = &self.labels {
+            if !sel.is_everything() && !sel.matches(&labels_of(object)) {
+                return false;
+            }
+        }
+        self.fields.matches(object)
+    }
+}
+
+pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decodes a stored value and stamps its resourceVersion.
+pub fn decode(value: &[u8], revision: i64) -> Result<Value> {
+    let mut v: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
+    }
+    Ok(v)
+}
+
+/// A watcher's starting point and its stream of messages.
+pub struct Subscription {
+    /// Objects to send as synthetic ADDED first (a watch from "" or "0").
+    pub initial: Vec<Arc<Value>>,
+    /// Window events after the requested revision, in order.
+    pub replay: Vec<Arc<Event>>,
+    pub live: broadcast::Receiver<Message>,
+    /// The cache's revision when subscribed (bookmarks start there).
+    pub revision: i64,
+}
+
+pub struct WatchCache {
+    pub info: &'static ResourceInfo,
+    state: RwLock<State>,
+    tx: broadcast::Sender<Message>,
+    synced: watch::Sender<bool>,
+}
+
+impl WatchCache {
+    pub fn new(info: &'static ResourceInfo) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(FANOUT_BUFFER);
+        Arc::new(WatchCache {
+            info,
+            state: RwLock::new(State {
+                objects: BTreeMap::new(),
+                revision: 0,
+                window: VecDeque::new(),
+                oldest: 0,
+                synced: false,
+            }),
+            tx,
+            synced: watch::channel(false).0,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.read().synced
+    }
+
+    /// Waits until the first list is loaded.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.read().revision
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Matching objects under `prefix` (a namespace's keys, or all), in key order, and the
+    /// revision they reflect.
+    pub fn list(&self, prefix: &str, filter: &Filter) -> (Vec<Arc<Value>>, i64) {
+        let state = self.read();
+        let end = String::from_utf8_lossy(&prefix_end(prefix)).into_owned();
+        let items = state
+            .objects
+            .range(prefix.to_string()..end)
+            .filter(|(_, o)| filter.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect();
+        (items, state.revision)
+    }
+
+    /// Starts a watch. `from`: None = current state as ADDED events then changes;
+    /// Some(n) = every change after revision n (410 if the window no longer has them).
+    pub fn subscribe(
+        &self,
+        prefix: &str,
+        filter: &Filter,
+        from: Option<i64>,
+    ) -> Result<Subscription> {
+        let state = self.read();
+        let live = self.tx.subscribe();
+        match from {
+            None => {
+                let end = String::from_utf8_lossy(&prefix_end(prefix)).into_owned();
+                let initial = state
+                    .objects
+                    .range(prefix.to_string()..end)
+                    .filter(|(_, o)| filter.matches(o))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                Ok(Subscription {
+                    initial,
+                    replay: Vec::new(),
+                    live,
+                    revision: state.revision,
+                })
+            }
+            Some(n) => {
+                if n < state.oldest {
+                    return Err(ApiError::gone_revision(n));
+                }
+                let start = state.window.partition_point(|e| e.revision <= n);
+                Ok(Subscription {
+                    initial: Vec::new(),
+                    replay: state.window.range(start..).cloned().collect(),
+                    live,
+                    revision: state.revision.max(n),
+                })
+            }
+        }
+    }
+
+    /// Replaces the contents with a fresh list at `revision`.
+    fn reset(&self, objects: BTreeMap<String, Arc<Value>>, revision: i64) {
+        let mut state = self.write();
+        let was_synced = state.synced;
+        state.objects = objects;
+        state.revision = revision;
+        state.window.clear();
+        state.oldest = revision;
+        state.synced = true;
+        if was_synced {
+            let _ = self.tx.send(Message::Reset);
+        }
+        drop(state);
+        self.synced.send_replace(true);
+    }
+
+    fn apply(&self, key: String, kind: EtcdEventType, value: &[u8], revision: i64) {
+        let mut state = self.write();
+        if revision <= state.revision {
+            return; // already reflected (a resumed etcd watch may repeat)
+        }
+        state.revision = revision;
+        let prev = state.objects.get(&key).cloned();
+        let event = match kind {
+            EtcdEventType::Put => {
+                let object = match decode(value, revision) {
+                    Ok(o) => Arc::new(o),
+                    Err(e) => {
+                        tracing::error!(key, "watch cache: skipping undecodable value: {e}");
+                        return;
+                    }
+                };
+                state.objects.insert(key, object.clone());
+                let kind = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                Event::new(kind, revision, object, prev)
+            }
+            EtcdEventType::Delete => {
+                let Some(last) = state.objects.remove(&key) else {
+                    return;
+                };
+                let mut object = (*last).clone();
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert(
+                        "resourceVersion".into(),
+                        Value::String(revision.to_string()),
+                    );
+                }
+                Event::new(EventType::Deleted, revision, Arc::new(object), Some(last))
+            }
+        };
+        let event = Arc::new(event);
+        if state.window.len() >= WINDOW {
+            if let Some(old) = state.window.pop_front() {
+                state.oldest = old.revision;
+            }
+        }
+        state.window.push_back(event.clone());
+        let _ = self.tx.send(Message::Event(event));
+    }
+
+    /// Keeps the cache fed until the process ends: list, then watch from the list's
+    /// revision; on a broken stream resume, on compaction relist.
+    pub async fn run(self: Arc<Self>, storage: Storage) {
+        let prefix = self.info.storage_prefix();
+        let mut need_list = true;
+        loop {
+            if need_list {
+                match storage.range(&prefix, &prefix, 0, 0).await {
+                    Ok(page) => {
+                        let mut objects = BTreeMap::new();
+                        for s in page.items {
+                            match decode(&s.value, s.mod_revision) {
+                                Ok(o) => {
+                                    objects.insert(s.key, Arc::new(o));
+                                }
+                                Err(e) => tracing::error!(key = s.key, "watch cache: {e}"),
+                            }
+                        }
+                        self.reset(objects, page.revision);
+                        need_list = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(resource = self.info.resource, "watch cache list: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+            match self.follow(&storage, &prefix).await {
+                Follow::Compacted => need_list = true,
+                Follow::Broken(e) => {
+                    tracing::warn!(resource = self.info.resource, "watch cache stream: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, storage: &Storage, prefix: &str) -> Follow {
+        let from = self.revision() + 1;
+        let opts = WatchOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_start_revision(from)
+            .with_prev_key();
+        let mut stream = match storage.client().watch(prefix, Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => return Follow::Broken(e.to_string()),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.compact_revision() > 0 {
+                        return Follow::Compacted;
+                    }
+                    if resp.canceled() {
+                        return Follow::Broken(format!("canceled: {}", resp.cancel_reason()));
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        self.apply(key, ev.event_type(), kv.value(), kv.mod_revision());
+                    }
+                }
+                Ok(None) => return Follow::Broken("stream ended".into()),
+                Err(e) => return Follow::Broken(e.to_string()),
+            }
+        }
+    }
+}
+
+enum Follow {
+    Compacted,
+    Broken(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cache() -> Arc<WatchCache> {
+        let info = api::registry::by_resource("", "v1", "configmaps").unwrap();
+        let c = WatchCache::new(info);
+        c.reset(BTreeMap::new(), 10);
+        c
+    }
+
+    fn cm(name: &str, app: &str) -> Vec<u8> {
+        serde_json::to_vec(
+            &json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": app}}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn replay_from_a_revision_in_the_window_and_410_before_it() {
+        let c = cache();
+        c.apply(
+            "/registry/configmaps/d/a".into(),
+            EtcdEventType::Put,
+            &cm("a", "x"),
+            11,
+        );
+        c.apply(
+            "/registry/configmaps/d/a".into(),
+            EtcdEventType::Put,
+            &cm("a", "y"),
+            12,
+        );
+        c.apply(
+            "/registry/configmaps/d/a".into(),
+            EtcdEventType::Delete,
+            b"",
+            13,
+        );
+        let sub = c
+            .subscribe("/registry/configmaps/", &Filter::default(), Some(11))
+            .unwrap();
+        let kinds: Vec<_> = sub.replay.iter().map(|e| (e.kind, e.revision)).collect();
+        assert_eq!(
+            kinds,
+            vec![(EventType::Modified, 12), (EventType::Deleted, 13)]
+        );
+        assert_eq!(sub.replay[1].object["metadata"]["resourceVersion"], "13");
+        let err = c
+            .subscribe("/registry/configmaps/", &Filter::default(), Some(9))
+            .err()
+            .unwrap();
+        assert_eq!(err.code, 410);
+    }
+
+    #[test]
+    fn list_filters_by_namespace_prefix_and_labels() {
+        let c = cache();
+        c.apply(
+            "/registry/configmaps/d/a".into(),
+            EtcdEventType::Put,
+            &cm("a", "x"),
+            11,
+        );
+        c.apply(
+            "/registry/configmaps/d/b".into(),
+            EtcdEventType::Put,
+            &cm("b", "y"),
+            12,
+        );
+        let filter = Filter {
+            labels: Some(LabelSelector::parse("app=y").unwrap()),
+            ..Default::default()
+        };
+        let (items, rv) = c.list("/registry/configmaps/d/", &filter);
+        assert_eq!(rv, 12);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["metadata"]["name"], "b");
+    }
+}

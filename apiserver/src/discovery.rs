@@ -1,0 +1,200 @@
+//! Discovery documents, generated from the `api` registry: aggregated discovery (v2,
+//! what kubectl asks for first), the legacy `/api`, `/apis`, `/api/v1` and `/apis/G/V`
+//! documents, and `/version`.
+
+use api::registry::{self, ResourceInfo, RESOURCES};
+use serde_json::{json, Value};
+
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept
+        .split(',')
+        .any(|a| a.contains("as=APIGroupDiscoveryList") && a.contains("v=v2"))
+}
+
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0-rustkube",
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "rustc",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+fn kind_ref(group: &str, version: &str, kind: &str) -> Value {
+    json!({"group": group, "version": version, "kind": kind})
+}
+
+fn aggregated_resource(r: &ResourceInfo) -> Value {
+    let subs: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|s| {
+            json!({"subresource": s.name, "responseKind": kind_ref(s.group, s.version, s.kind), "verbs": s.verbs})
+        })
+        .collect();
+    let mut v = json!({
+        "resource": r.resource,
+        "responseKind": kind_ref(r.group, r.version, r.kind),
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": r.verbs,
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    if !subs.is_empty() {
+        v["subresources"] = json!(subs);
+    }
+    v
+}
+
+/// `/api` (core only) or `/apis` (every named group) as an `APIGroupDiscoveryList`.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = registry::groups()
+        .into_iter()
+        .filter(|(g, _)| g.is_empty() == core)
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = RESOURCES
+                        .iter()
+                        .filter(|r| r.group == group && r.version == *v)
+                        .map(aggregated_resource)
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
+}
+
+fn api_group(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = registry::groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| api_group(g, &vs))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/G`, if the group is served.
+pub fn group(name: &str) -> Option<Value> {
+    registry::groups()
+        .into_iter()
+        .find(|(g, _)| *g == name && !g.is_empty())
+        .map(|(g, vs)| {
+            let mut v = api_group(g, &vs);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            v
+        })
+}
+
+/// `/api/v1` or `/apis/G/V` as an `APIResourceList`, subresources included.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let mut v = json!({"name": r.resource, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs});
+        if !r.short_names.is_empty() {
+            v["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            v["categories"] = json!(r.categories);
+        }
+        resources.push(v);
+        for s in r.subresources {
+            let mut sv = json!({"name": format!("{}/{}", r.resource, s.name), "singularName": "",
+                "namespaced": r.namespaced, "kind": s.kind, "verbs": s.verbs});
+            if s.group != r.group || s.version != r.version {
+                sv["group"] = json!(s.group);
+                sv["version"] = json!(s.version);
+            }
+            resources.push(sv);
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_core_has_pods_with_subresources() {
+        let a = aggregated(true);
+        assert_eq!(a["items"].as_array().unwrap().len(), 1);
+        let pods = a["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .unwrap()
+            .clone();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert!(pods["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subresource"] == "eviction"));
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+    }
+
+    #[test]
+    fn legacy_lists_name_subresources_and_their_groups() {
+        let l = resource_list("apps", "v1").unwrap();
+        let scale = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "deployments/scale")
+            .unwrap()
+            .clone();
+        assert_eq!(scale["group"], "autoscaling");
+        assert!(resource_list("nope", "v1").is_none());
+        assert!(group("apps").is_some());
+    }
+}

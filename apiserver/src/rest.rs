@@ -1,0 +1,823 @@
+//! The Kubernetes REST front end: routing of `/api` and `/apis` paths, authentication
+//! and authorization, request decoding (size limit, JSON or YAML), responses (objects,
+//! lists, `Table`s, `Status` errors) and chunked watch streams.
+
+use crate::auth::{Attributes, User};
+use crate::cache::Filter;
+use crate::discovery;
+use crate::error::{success_status, ApiError, Result};
+use crate::store::{DeleteOptions, Deleted, ListOptions};
+use crate::watch::{self, Out};
+use crate::Server;
+use api::{FieldSelector, LabelSelector, ResourceInfo};
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Request bodies larger than this get 413 (kube-apiserver's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+fn respond(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.code, &e.to_status());
+    if let Some(s) = e.retry_after_seconds {
+        if let Ok(v) = s.to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+/// Query parameters, percent-decoded (`+` is a space, as in forms).
+fn query(uri: &http::Uri) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        out.insert(dec(k), dec(v));
+    }
+    out
+}
+
+/// What a resource path names.
+#[derive(Debug)]
+struct Target {
+    info: &'static ResourceInfo,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(segs: &[&str]) -> Option<Target> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let lookup = |r: &str| api::registry::by_resource(group, version, r);
+    let t = |info, ns: Option<&&str>, name: Option<&&str>, sub: Option<&&str>| Target {
+        info,
+        namespace: ns.map(|s| s.to_string()),
+        name: name.map(|s| s.to_string()),
+        sub: sub.map(|s| s.to_string()),
+    };
+    if let ["namespaces", ns, res, more @ ..] = rest {
+        if let Some(info) = lookup(res).filter(|i| i.namespaced) {
+            return match more {
+                [] => Some(t(info, Some(ns), None, None)),
+                [name] => Some(t(info, Some(ns), Some(name), None)),
+                [name, sub] => Some(t(info, Some(ns), Some(name), Some(sub))),
+                _ => None,
+            };
+        }
+    }
+    match rest {
+        [res] => Some(t(lookup(res)?, None, None, None)),
+        [res, name] => {
+            let info = lookup(res)?;
+            (!info.namespaced).then(|| t(info, None, Some(name), None))
+        }
+        [res, name, sub] => {
+            let info = lookup(res)?;
+            (!info.namespaced).then(|| t(info, None, Some(name), Some(sub)))
+        }
+        _ => None,
+    }
+}
+
+fn bool_param(q: &HashMap<String, String>, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+fn list_options(info: &ResourceInfo, q: &HashMap<String, String>) -> Result<ListOptions> {
+    let labels = match q.get("labelSelector").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        ),
+    };
+    let fields = match q.get("fieldSelector").map(String::as_str) {
+        None | Some("") => FieldSelector::default(),
+        Some(s) => FieldSelector::parse_for(s, info.group, info.resource)
+            .map_err(|e| ApiError::bad_request(format!("field label not supported: {e}")))?,
+    };
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") => 0,
+        Some(s) => s
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {s:?}")))?
+            .max(0),
+    };
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+        resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+        resource_version_match: q.get("resourceVersionMatch").cloned().unwrap_or_default(),
+    })
+}
+
+fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+}
+
+/// Serializes a list without re-encoding each item into one big `Value`.
+pub fn list_json(
+    info: &ResourceInfo,
+    items: &[Arc<Value>],
+    revision: i64,
+    cont: Option<&str>,
+) -> Vec<u8> {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+    out.extend_from_slice(b"{\"kind\":");
+    out.extend_from_slice(json!(info.list_kind).to_string().as_bytes());
+    out.extend_from_slice(b",\"apiVersion\":");
+    out.extend_from_slice(json!(info.api_version()).to_string().as_bytes());
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(meta.to_string().as_bytes());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &**item);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// Decodes a request body: JSON or YAML; protobuf and anything else is 415.
+fn decode_body(content_type: &str, bytes: &[u8]) -> Result<Value> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    match ct {
+        "" | "application/json" | "*/*" => serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}"))),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+async fn read_body(body: hyper::body::Incoming) -> Result<Bytes> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large(format!(
+                "the request body is larger than the {MAX_BODY}-byte limit"
+            )))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+/// RFC 7386 merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Applies a patch of the given content type to `current`.
+pub fn apply_patch(patch_type: &str, current: &Value, body: &[u8]) -> Result<Value> {
+    let ct = patch_type.split(';').next().unwrap_or("").trim();
+    match ct {
+        "application/merge-patch+json" => {
+            let p: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let mut out = current.clone();
+            merge_patch(&mut out, &p);
+            Ok(out)
+        }
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
+            let mut out = current.clone();
+            json_patch::patch(&mut out, &p).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
+            })?;
+            Ok(out)
+        }
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+/// Serves one request: everything but the gRPC services.
+pub async fn handle(
+    server: Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+    cert_user: Option<User>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (verb, resource, resp) = route(&server, req, cert_user).await;
+    let code = resp.status().as_u16();
+    server
+        .metrics
+        .observe(&verb, &resource, code, start.elapsed().as_secs_f64());
+    tracing::debug!(%method, path, code, "request");
+    resp
+}
+
+fn public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}
+
+/// Returns (verb, resource) for the metrics along with the response.
+async fn route(
+    server: &Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+    cert_user: Option<User>,
+) -> (String, String, Response<Body>) {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
+    let user = cert_user.or_else(|| {
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| server.tokens.authenticate(a))
+    });
+    if public(&path) {
+        return ("get".into(), String::new(), plain(server, &path));
+    }
+    let Some(user) = user else {
+        return (
+            "".into(),
+            String::new(),
+            error_response(&ApiError::unauthorized()),
+        );
+    };
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let doc = match segs.as_slice() {
+        ["api"] if discovery::wants_aggregated(&accept) => {
+            Some((discovery::aggregated(true), true))
+        }
+        ["apis"] if discovery::wants_aggregated(&accept) => {
+            Some((discovery::aggregated(false), true))
+        }
+        ["api"] => Some((discovery::api_versions(&server.address), false)),
+        ["apis"] => Some((discovery::api_group_list(), false)),
+        ["api", v] => discovery::resource_list("", v).map(|d| (d, false)),
+        ["apis", g] => discovery::group(g).map(|d| (d, false)),
+        ["apis", g, v] => discovery::resource_list(g, v).map(|d| (d, false)),
+        ["metrics"] => {
+            let text = server.metrics.encode();
+            return (
+                "get".into(),
+                String::new(),
+                respond(200, "text/plain; version=0.0.4", text),
+            );
+        }
+        _ => None,
+    };
+    if let Some((doc, aggregated)) = doc {
+        let ct = if aggregated {
+            discovery::AGGREGATED_CONTENT_TYPE
+        } else {
+            "application/json"
+        };
+        return (
+            "get".into(),
+            String::new(),
+            respond(200, ct, serde_json::to_vec(&doc).unwrap_or_default()),
+        );
+    }
+    let Some(target) = parse_target(&segs) else {
+        return (
+            "".into(),
+            String::new(),
+            error_response(&ApiError::no_route()),
+        );
+    };
+    let resource = target.info.resource.to_string();
+    let q = query(req.uri());
+    let verb = match (req.method(), &target.name) {
+        (&Method::GET, None) if bool_param(&q, "watch") => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, None) => "deletecollection",
+        (&Method::DELETE, Some(_)) => "delete",
+        _ => {
+            let e = ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({})",
+                req.method()
+            ));
+            return ("".into(), resource, error_response(&e));
+        }
+    };
+    let attrs = Attributes {
+        user: &user,
+        verb,
+        group: target.info.group,
+        resource: target.info.resource,
+        subresource: target.sub.as_deref().unwrap_or(""),
+        namespace: target.namespace.as_deref().unwrap_or(""),
+        name: target.name.as_deref().unwrap_or(""),
+    };
+    if let Err(why) = server.authorizer.authorize(&attrs) {
+        let e = ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\": {why}",
+            target.info.qualified_resource(),
+            attrs.name,
+            user.name,
+            target.info.resource,
+            target.info.group
+        ));
+        return (verb.into(), resource, error_response(&e));
+    }
+    let resp = match serve(server, req, &target, verb, &q, &accept).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    (verb.into(), resource, resp)
+}
+
+fn plain(server: &Server, path: &str) -> Response<Body> {
+    match path {
+        "/version" => json_response(200, &discovery::version()),
+        p if p.starts_with("/readyz") => {
+            if server.store.caches_synced() {
+                respond(200, "text/plain", "ok")
+            } else {
+                respond(
+                    500,
+                    "text/plain",
+                    "[-]informer-sync failed: caches are not synced yet\nreadyz check failed",
+                )
+            }
+        }
+        _ => respond(200, "text/plain", "ok"),
+    }
+}
+
+async fn serve(
+    server: &Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+    t: &Target,
+    verb: &str,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response<Body>> {
+    let store = &server.store;
+    let info = t.info;
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let name = t.name.as_deref().unwrap_or("");
+    let sub = t.sub.as_deref().unwrap_or("");
+    if !sub.is_empty() && info.subresource(sub).is_none() {
+        return Err(ApiError::no_route());
+    }
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    if let Some(d) = q.get("dryRun").filter(|d| !d.is_empty() && *d != "All") {
+        return Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: {d:?}: supported values: \"All\""
+        )));
+    }
+    let table = wants_table(accept);
+    let include_object = q.get("includeObject").is_some_and(|v| v == "Object");
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match verb {
+        "list" => {
+            let opts = list_options(info, q)?;
+            let r = store.list(info, t.namespace.as_deref(), &opts).await?;
+            if table {
+                let tv = crate::tables::table(
+                    info.resource,
+                    &r.items,
+                    r.revision,
+                    r.continue_token.as_deref(),
+                    include_object,
+                );
+                return Ok(json_response(200, &tv));
+            }
+            Ok(respond(
+                200,
+                "application/json",
+                list_json(info, &r.items, r.revision, r.continue_token.as_deref()),
+            ))
+        }
+        "watch" => watch_response(server, t, q, table, include_object),
+        "get" => {
+            if !matches!(sub, "" | "status") {
+                return Err(ApiError::no_route());
+            }
+            let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+            let o = store.get(info, ns, name, rv).await?;
+            if table {
+                let tv =
+                    crate::tables::table(info.resource, &[Arc::new(o)], 0, None, include_object);
+                return Ok(json_response(200, &tv));
+            }
+            Ok(json_response(200, &o))
+        }
+        "create" => {
+            let bytes = read_body(req.into_body()).await?;
+            let body = decode_body(&content_type, &bytes)?;
+            match (t.name.as_deref(), sub) {
+                (None, "") => {
+                    let o = store.create(info, ns, body, dry_run).await?;
+                    Ok(json_response(201, &o))
+                }
+                (Some(pod), "binding") => {
+                    store.bind(ns, pod, &body, dry_run).await?;
+                    let mut s = success_status();
+                    s["code"] = json!(201);
+                    Ok(json_response(201, &s))
+                }
+                _ => Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow creating {}{}",
+                    info.resource,
+                    if sub.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{sub}")
+                    }
+                ))),
+            }
+        }
+        "update" => {
+            if !matches!(sub, "" | "status" | "finalize") {
+                return Err(ApiError::no_route());
+            }
+            let bytes = read_body(req.into_body()).await?;
+            let body = decode_body(&content_type, &bytes)?;
+            let o = store.update(info, ns, name, sub, body, dry_run).await?;
+            Ok(json_response(200, &o))
+        }
+        "patch" => {
+            if !matches!(sub, "" | "status") {
+                return Err(ApiError::no_route());
+            }
+            let bytes = read_body(req.into_body()).await?;
+            let o = store
+                .update_with(info, ns, name, sub, dry_run, &|current| {
+                    let mut patched = apply_patch(&content_type, current, &bytes)?;
+                    // The resourceVersion is pinned only if the patch itself sets one.
+                    let mut probe = json!({});
+                    if content_type.starts_with("application/merge-patch+json") {
+                        if let Ok(p) = serde_json::from_slice::<Value>(&bytes) {
+                            probe = p;
+                        }
+                    }
+                    if probe["metadata"]["resourceVersion"].is_null() {
+                        if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            m.remove("resourceVersion");
+                        }
+                    }
+                    Ok(patched)
+                })
+                .await?;
+            Ok(json_response(200, &o))
+        }
+        "delete" => {
+            let bytes = read_body(req.into_body()).await?;
+            let opts = delete_options(&bytes, q, dry_run)?;
+            match store.delete(info, ns, name, &opts).await? {
+                Deleted::Pending(o) => Ok(json_response(200, &o)),
+                Deleted::Gone(o) => {
+                    let mut s = success_status();
+                    s["details"] = json!({"name": name, "group": info.group, "kind": info.resource,
+                        "uid": o["metadata"]["uid"]});
+                    Ok(json_response(200, &s))
+                }
+            }
+        }
+        "deletecollection" => {
+            let bytes = read_body(req.into_body()).await?;
+            let opts = delete_options(&bytes, q, dry_run)?;
+            let list = list_options(info, q)?;
+            let (items, rev) = store
+                .delete_collection(info, t.namespace.as_deref(), &list, &opts)
+                .await?;
+            let items: Vec<Arc<Value>> = items.into_iter().map(Arc::new).collect();
+            Ok(respond(
+                200,
+                "application/json",
+                list_json(info, &items, rev, None),
+            ))
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// `DeleteOptions` from the body (kubectl sends one) and the query.
+fn delete_options(
+    body: &[u8],
+    q: &HashMap<String, String>,
+    dry_run: bool,
+) -> Result<DeleteOptions> {
+    let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+    };
+    let grace = match q.get("gracePeriodSeconds") {
+        Some(g) => Some(
+            g.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        ),
+        None => b["gracePeriodSeconds"].as_i64(),
+    };
+    let orphan = b["orphanDependents"]
+        .as_bool()
+        .or_else(|| q.get("orphanDependents").map(|o| o == "true"));
+    let propagation = q
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| b["propagationPolicy"].as_str().map(str::to_string))
+        .or_else(|| {
+            orphan.map(|o| {
+                if o {
+                    "Orphan".to_string()
+                } else {
+                    "Background".to_string()
+                }
+            })
+        });
+    let dry = dry_run
+        || b["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "All"));
+    Ok(DeleteOptions {
+        uid: b["preconditions"]["uid"].as_str().map(str::to_string),
+        resource_version: b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+        propagation,
+        grace_period_seconds: grace,
+        dry_run: dry,
+    })
+}
+
+/// Builds the watch parameters shared by REST and gRPC.
+pub fn watch_params(
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    opts: &ListOptions,
+    bookmarks: bool,
+    timeout_seconds: Option<u64>,
+) -> Result<watch::Params> {
+    let from = match opts.resource_version.as_str() {
+        "" | "0" => None,
+        s => Some(
+            s.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
+    };
+    let namespace = ns.filter(|_| info.namespaced).map(str::to_string);
+    // Kubernetes spreads unspecified watch timeouts over 30–60 minutes.
+    let timeout = timeout_seconds.unwrap_or(1800 + rand::random::<u64>() % 1800);
+    Ok(watch::Params {
+        prefix: crate::store::Store::list_prefix(info, ns),
+        filter: Filter {
+            namespace,
+            labels: opts.labels.clone(),
+            fields: opts.fields.clone(),
+        },
+        from,
+        bookmarks,
+        timeout: Duration::from_secs(timeout),
+    })
+}
+
+fn watch_response(
+    server: &Arc<Server>,
+    t: &Target,
+    q: &HashMap<String, String>,
+    table: bool,
+    include_object: bool,
+) -> Result<Response<Body>> {
+    let info = t.info;
+    let opts = list_options(info, q)?;
+    let timeout = match q.get("timeoutSeconds") {
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?,
+        ),
+        None => None,
+    };
+    let params = watch_params(
+        info,
+        t.namespace.as_deref(),
+        &opts,
+        bool_param(q, "allowWatchBookmarks"),
+        timeout,
+    )?;
+    let mut rx = watch::start(
+        server.store.cache(info).clone(),
+        server.store.storage.clone(),
+        params,
+    );
+    let (tx, body_rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, BoxError>>(64);
+    let gauge = server.metrics.watchers.clone();
+    gauge.inc();
+    tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let line = watch_line(info, out, table, include_object);
+            if tx.send(Ok(hyper::body::Frame::data(line))).await.is_err() {
+                break;
+            }
+        }
+        gauge.dec();
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(body_rx));
+    let mut r = Response::new(BodyExt::boxed_unsync(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+/// One line of a REST watch stream.
+fn watch_line(info: &ResourceInfo, out: Out, table: bool, include_object: bool) -> Bytes {
+    let mut line = Vec::with_capacity(512);
+    match out {
+        Out::Event { kind, object, json } => {
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            if table {
+                let t = crate::tables::table(info.resource, &[object], 0, None, include_object);
+                let _ = serde_json::to_writer(&mut line, &t);
+            } else {
+                match json {
+                    Some(j) => line.extend_from_slice(&j),
+                    None => {
+                        let _ = serde_json::to_writer(&mut line, &*object);
+                    }
+                }
+            }
+            line.extend_from_slice(b"}\n");
+        }
+        Out::Bookmark(rv) => {
+            let v = json!({"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": info.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()}}});
+            line = serde_json::to_vec(&v).unwrap_or_default();
+            line.push(b'\n');
+        }
+        Out::Error(e) => {
+            let v = json!({"type": "ERROR", "object": e.to_status()});
+            line = serde_json::to_vec(&v).unwrap_or_default();
+            line.push(b'\n');
+        }
+    }
+    Bytes::from(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_resources() {
+        let t = parse_target(&["api", "v1", "namespaces", "d", "pods", "p", "status"]).unwrap();
+        assert_eq!(
+            (
+                t.info.resource,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("d"), Some("p"), Some("status"))
+        );
+        let t = parse_target(&["api", "v1", "namespaces", "d"]).unwrap();
+        assert_eq!(
+            (t.info.resource, t.name.as_deref()),
+            ("namespaces", Some("d"))
+        );
+        let t = parse_target(&["api", "v1", "namespaces", "d", "finalize"]).unwrap();
+        assert_eq!(
+            (t.info.resource, t.sub.as_deref()),
+            ("namespaces", Some("finalize"))
+        );
+        let t = parse_target(&["apis", "apps", "v1", "deployments"]).unwrap();
+        assert_eq!((t.info.resource, t.namespace), ("deployments", None));
+        assert!(parse_target(&["api", "v1", "pods", "p"]).is_none());
+        assert!(parse_target(&["api", "v1", "nothing"]).is_none());
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn bodies_decode_as_json_or_yaml_and_refuse_others() {
+        assert_eq!(
+            decode_body("application/yaml", b"a: 1\n").unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(decode_body("application/json", b"{").unwrap_err().code, 400);
+        assert_eq!(
+            decode_body("application/vnd.kubernetes.protobuf", b"k8s")
+                .unwrap_err()
+                .code,
+            415
+        );
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let uri: http::Uri = "/api/v1/pods?labelSelector=app%3Dx&fieldSelector=spec.nodeName%3Dn"
+            .parse()
+            .unwrap();
+        let q = query(&uri);
+        assert_eq!(q["labelSelector"], "app=x");
+        assert_eq!(q["fieldSelector"], "spec.nodeName=n");
+    }
+}

@@ -1,0 +1,338 @@
+//! The apiserver driven by the real `kubectl` (and curl for raw auth checks) against a
+//! kvstore: CRUD, stored-object semantics, tables, selectors, errors as kubectl prints
+//! them, watches, authentication. OpenAPI comes with the "kubectl fidelity" issue, so
+//! commands that read files pass `--validate=false` until then.
+
+use e2e::apiserver::ControlPlane;
+use e2e::kvstore::Flavor;
+use e2e::RunDir;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn apply_file(cp: &ControlPlane, run: &RunDir, name: &str, yaml: &str, verb: &str) -> String {
+    let path = run.path().join(name);
+    std::fs::write(&path, yaml).unwrap();
+    cp.kubectl_ok(&[verb, "-f", path.to_str().unwrap(), "--validate=false"])
+        .unwrap()
+}
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: t1
+  labels: {app: web, tier: front}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+"#;
+
+fn curl(cp: &ControlPlane, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(&cp.ca)
+        .arg(format!("{}{path}", cp.url));
+    if let Some(t) = token {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+    }
+    let out = cmd.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn kubectl_against_the_apiserver_on_kvstore() {
+    kubectl_suite(Flavor::Kvstore);
+}
+
+/// The same binary and the same suite over Debian's etcd 3.4.
+#[test]
+fn kubectl_against_the_apiserver_on_etcd() {
+    kubectl_suite(Flavor::Etcd);
+}
+
+fn kubectl_suite(flavor: Flavor) {
+    let run = RunDir::temp("apiserver-kubectl").unwrap();
+    let cp = ControlPlane::start(&run, flavor).unwrap();
+
+    // Version and discovery: kubectl picks its 1.33 client and finds resources.
+    let v = json(&cp.kubectl_ok(&["version", "-o", "json"]).unwrap());
+    assert_eq!(v["serverVersion"]["minor"], "33");
+    let res = cp.kubectl_ok(&["api-resources", "--no-headers"]).unwrap();
+    assert!(
+        res.contains("deployments") && res.contains("apps/v1"),
+        "{res}"
+    );
+
+    // The namespaces and service every cluster starts with.
+    let ns = cp.kubectl_ok(&["get", "ns"]).unwrap();
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    assert!(ns.starts_with("NAME"), "a server-side table: {ns}");
+    let svc = json(
+        &cp.kubectl_ok(&["get", "svc", "kubernetes", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1");
+
+    // Create in a missing namespace: NotFound, as kubectl prints it.
+    let path = run.path().join("d.yaml");
+    std::fs::write(&path, DEPLOYMENT).unwrap();
+    let err = cp
+        .kubectl_err(&["create", "-f", path.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    assert!(
+        err.contains("Error from server (NotFound)") && err.contains("namespaces \"t1\" not found"),
+        "{err}"
+    );
+    apply_file(
+        &cp,
+        &run,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: t1}\n",
+        "create",
+    );
+    let created = cp
+        .kubectl_ok(&["create", "-f", path.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    assert!(created.contains("deployment.apps/web created"), "{created}");
+    let err = cp
+        .kubectl_err(&["create", "-f", path.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    assert!(
+        err.contains("(AlreadyExists)") && err.contains("deployments.apps \"web\" already exists"),
+        "{err}"
+    );
+
+    // What was stored: server-owned metadata and the real API's defaults.
+    let d = json(
+        &cp.kubectl_ok(&["get", "deploy", "web", "-n", "t1", "-o", "json"])
+            .unwrap(),
+    );
+    assert!(d["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(d["metadata"]["creationTimestamp"].is_string());
+    assert_eq!(d["metadata"]["generation"], 1);
+    let rv1: i64 = d["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(c["ports"][0]["protocol"], "TCP");
+    assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+
+    // Table output, wide columns, selectors, all namespaces.
+    let t = cp.kubectl_ok(&["get", "deploy", "-n", "t1"]).unwrap();
+    assert!(
+        t.contains("READY") && t.contains("UP-TO-DATE") && t.contains("0/1"),
+        "{t}"
+    );
+    let wide = cp
+        .kubectl_ok(&["get", "deploy", "-n", "t1", "-o", "wide"])
+        .unwrap();
+    assert!(
+        wide.contains("nginx:1.25") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let all = cp.kubectl_ok(&["get", "deploy", "-A"]).unwrap();
+    assert!(all.contains("NAMESPACE") && all.contains("t1"), "{all}");
+    let labels = cp
+        .kubectl_ok(&["get", "deploy", "-n", "t1", "--show-labels"])
+        .unwrap();
+    assert!(labels.contains("tier=front"), "{labels}");
+    assert!(cp
+        .kubectl_ok(&[
+            "get",
+            "deploy",
+            "-n",
+            "t1",
+            "-l",
+            "tier=front",
+            "-o",
+            "name"
+        ])
+        .unwrap()
+        .contains("deployment.apps/web"));
+    assert_eq!(
+        cp.kubectl_ok(&["get", "deploy", "-n", "t1", "-l", "tier=back", "-o", "name"])
+            .unwrap()
+            .trim(),
+        ""
+    );
+    let by_name = cp
+        .kubectl_ok(&[
+            "get",
+            "ns",
+            "--field-selector",
+            "metadata.name=t1",
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    assert_eq!(by_name.trim(), "namespace/t1");
+    let err = cp
+        .kubectl_err(&["get", "pods", "--field-selector", "spec.bogus=x"])
+        .unwrap();
+    assert!(err.contains("BadRequest"), "{err}");
+
+    // Replace: a spec change bumps generation; a stale resourceVersion is a conflict.
+    let mut changed = d.clone();
+    changed["spec"]["replicas"] = Value::from(3);
+    let p = run.path().join("d2.json");
+    std::fs::write(&p, changed.to_string()).unwrap();
+    cp.kubectl_ok(&["replace", "-f", p.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    let d2 = json(
+        &cp.kubectl_ok(&["get", "deploy", "web", "-n", "t1", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(d2["metadata"]["generation"], 2);
+    assert_eq!(d2["spec"]["replicas"], 3);
+    assert!(
+        d2["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > rv1
+    );
+    let err = cp
+        .kubectl_err(&["replace", "-f", p.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    assert!(
+        err.contains("(Conflict)") && err.contains("the object has been modified"),
+        "{err}"
+    );
+
+    // Validation: 422 with the field named.
+    let bad = DEPLOYMENT
+        .replace(
+            "labels: {app: web}}\n    spec",
+            "labels: {app: other}}\n    spec",
+        )
+        .replace("name: web\n", "name: bad\n");
+    let bp = run.path().join("bad.yaml");
+    std::fs::write(&bp, bad).unwrap();
+    let err = cp
+        .kubectl_err(&["create", "-f", bp.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    assert!(
+        err.contains(
+            "The Deployment \"bad\" is invalid: spec.template.metadata.labels: Invalid value"
+        ),
+        "{err}"
+    );
+    let err = cp
+        .kubectl_err(&["get", "deploy", "nope", "-n", "t1"])
+        .unwrap();
+    assert!(
+        err.contains("Error from server (NotFound): deployments.apps \"nope\" not found"),
+        "{err}"
+    );
+
+    // Services get a ClusterIP from the range; NodePorts from theirs.
+    apply_file(&cp, &run, "s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: t1}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80}]\n", "create");
+    let s = json(
+        &cp.kubectl_ok(&["get", "svc", "s", "-n", "t1", "-o", "json"])
+            .unwrap(),
+    );
+    let ip = s["spec"]["clusterIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.") && ip != "10.96.0.1", "{ip}");
+    let np = s["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&np));
+    assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+    let clash = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s2, namespace: t1}}\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 80}}]\n");
+    let cp2 = run.path().join("s2.yaml");
+    std::fs::write(&cp2, clash).unwrap();
+    let err = cp
+        .kubectl_err(&["create", "-f", cp2.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+    assert!(err.contains("already allocated"), "{err}");
+    let svcs = cp.kubectl_ok(&["get", "svc", "-n", "t1"]).unwrap();
+    assert!(svcs.contains(&format!("80:{np}/TCP")), "{svcs}");
+
+    // get -w: the table, then a line per change.
+    let mut watch = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .args(["get", "configmaps", "-n", "t1", "-w", "--no-headers"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Whether the create lands before kubectl's list or after it, a line for w1 follows:
+    // from the list, or from the watch that resumes at the list's revision.
+    apply_file(
+        &cp,
+        &run,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: w1, namespace: t1}\ndata: {a: b}\n",
+        "create",
+    );
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a watch line for w1");
+    assert!(line.starts_with("w1"), "{line}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // Delete, and a second delete is NotFound.
+    let out = cp
+        .kubectl_ok(&["delete", "deploy", "web", "-n", "t1"])
+        .unwrap();
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    let err = cp
+        .kubectl_err(&["delete", "deploy", "web", "-n", "t1"])
+        .unwrap();
+    assert!(err.contains("NotFound"), "{err}");
+    // Deleting the service released its ClusterIP: it can be taken again.
+    cp.kubectl_ok(&["delete", "svc", "s", "-n", "t1"]).unwrap();
+    cp.kubectl_ok(&["create", "-f", cp2.to_str().unwrap(), "--validate=false"])
+        .unwrap();
+
+    // Authentication: no credentials is 401 except on the public paths; tokens work.
+    assert_eq!(curl(&cp, "/api/v1/namespaces", None).0, 401);
+    assert_eq!(curl(&cp, "/version", None).0, 200);
+    assert_eq!(curl(&cp, "/healthz", None).0, 200);
+    assert_eq!(curl(&cp, "/api/v1/namespaces", Some("wrong")).0, 401);
+    let (code, body) = curl(&cp, "/api/v1/namespaces?limit=2", Some(&cp.token));
+    assert_eq!(code, 200, "{body}");
+    let page = json(&body);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cont = page["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token");
+    let (code, body) = curl(
+        &cp,
+        &format!("/api/v1/namespaces?limit=2&continue={cont}"),
+        Some(&cp.token),
+    );
+    assert_eq!(code, 200, "{body}");
+    let metrics = curl(&cp, "/metrics", Some(&cp.token)).1;
+    assert!(metrics.contains("apiserver_request_total"), "{metrics}");
+}

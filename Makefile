@@ -12,7 +12,7 @@ SHELL      := /bin/bash
 # site-packages); the tests find it here.
 PYVENV     := $(CURDIR)/target/pyvenv
 
-.PHONY: all build test e2e run down status bench bench-kvstore lint fmt deps
+.PHONY: all build test e2e run down status bench bench-kvstore bench-apiserver lint fmt deps
 
 all: build
 
@@ -52,12 +52,17 @@ status:
 	./target/debug/local-cluster status --dir $(CLUSTER)
 
 ## bench: every benchmark, each printing ratios against its reference measured in the same run.
-bench: bench-kvstore
+bench: bench-kvstore bench-apiserver
 
 ## bench-kvstore: the same load against Debian's etcd 3.4 and the kvstore, with ratios.
 bench-kvstore: deps
 	$(CARGO) build --release --bins
 	RUSTKUBE_BIN_DIR=$(CURDIR)/target/release ./target/release/bench-kvstore
+
+## bench-apiserver: pods created over REST with gRPC watchers, over the kvstore and over etcd.
+bench-apiserver: deps
+	$(CARGO) build --release --bins
+	RUSTKUBE_BIN_DIR=$(CURDIR)/target/release ./target/release/bench-apiserver
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -12,7 +12,7 @@ use crate::Server;
 use api::{FieldSelector, LabelSelector, ResourceInfo};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -205,21 +205,31 @@ fn decode_body(content_type: &str, bytes: &[u8]) -> Result<Value> {
     }
 }
 
-async fn read_body(body: hyper::body::Incoming) -> Result<Bytes> {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::too_large(format!(
-                "the request body is larger than the {MAX_BODY}-byte limit"
-            )))
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= MAX_BODY {
+            buf.extend_from_slice(&data);
+        } else if total > 8 * MAX_BODY {
+            // Stop reading a runaway body; the connection closes with the answer.
+            break;
         }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
+        // Between the limit and 8x it, the rest is drained so the client reads the
+        // 413 instead of a reset connection.
     }
+    if total > MAX_BODY {
+        return Err(ApiError::too_large(format!(
+            "the request body is larger than the {MAX_BODY}-byte limit"
+        )));
+    }
+    Ok(buf.freeze())
 }
 
 /// RFC 7386 merge patch.

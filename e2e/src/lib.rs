@@ -11,8 +11,10 @@
 //! signal a process it did not start.
 
 pub mod apiserver;
+pub mod bench;
 pub mod binaries;
 pub mod cluster;
+pub mod https;
 pub mod kvstore;
 pub mod linearizability;
 pub mod pki;

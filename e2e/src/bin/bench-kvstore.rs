@@ -3,32 +3,12 @@
 //! `etcd-client` crate. Prints throughput, p50/p99 latency and peak RSS per workload, and
 //! the kvstore/etcd ratio next to the target.
 
+use e2e::bench::{peak_rss_kib, Measured};
 use e2e::kvstore::{Flavor, KvCluster, Options};
 use e2e::RunDir;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-#[derive(Debug, Clone, Default)]
-struct Result {
-    ops: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Result {
-    fn throughput(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-    fn percentile(&self, p: f64) -> Duration {
-        let mut l = self.latencies.clone();
-        l.sort();
-        if l.is_empty() {
-            return Duration::ZERO;
-        }
-        l[((l.len() as f64 * p) as usize).min(l.len() - 1)]
-    }
-}
 
 /// Runs `total` operations spread over `clients` concurrent tasks sharing `conns`
 /// connections; `op(client, task, n)` performs one.
@@ -38,7 +18,7 @@ async fn load<F, Fut>(
     conns: usize,
     total: usize,
     op: F,
-) -> Result
+) -> Measured
 where
     F: Fn(Client, usize, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -69,7 +49,7 @@ where
     for t in tasks {
         latencies.extend(t.await.expect("task"));
     }
-    Result {
+    Measured {
         ops: per * clients,
         elapsed: start.elapsed(),
         latencies,
@@ -85,7 +65,7 @@ fn now_nanos() -> u128 {
 
 /// 1,000 watchers on one prefix; each put carries its send time; the latency of every
 /// delivery to every watcher is recorded.
-async fn watch_delivery(endpoint: &str, watchers: usize, puts: usize) -> Result {
+async fn watch_delivery(endpoint: &str, watchers: usize, puts: usize) -> Measured {
     let lat = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     let mut conns = Vec::new();
@@ -138,21 +118,11 @@ async fn watch_delivery(endpoint: &str, watchers: usize, puts: usize) -> Result 
             .expect("watcher");
     }
     let latencies = std::mem::take(&mut *lat.lock().unwrap());
-    Result {
+    Measured {
         ops: latencies.len(),
         elapsed: start.elapsed(),
         latencies,
     }
-}
-
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 const WORKLOADS: &[&str] = &[
@@ -163,7 +133,7 @@ const WORKLOADS: &[&str] = &[
     "watch delivery (1000 watchers)",
 ];
 
-async fn run_all(endpoints: &[String]) -> Vec<Result> {
+async fn run_all(endpoints: &[String]) -> Vec<Measured> {
     let mut out = Vec::new();
     out.push(
         load(endpoints, 1, 1, 2_000, |mut c, _, n| async move {
@@ -252,7 +222,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(size: usize, etcd: &(Vec<Result>, u64), kv: &(Vec<Result>, u64)) {
+fn report(size: usize, etcd: &(Vec<Measured>, u64), kv: &(Vec<Measured>, u64)) {
     let members = if size == 1 { "member" } else { "members" };
     println!(
         "\nkvstore vs etcd 3.4, {size} {members}, loopback, fsync on (ratio = kvstore/etcd)\n"

@@ -327,7 +327,7 @@ impl WatchCache {
         let mut need_list = true;
         loop {
             if need_list {
-                match storage.range(&prefix, &prefix, 0, 0).await {
+                match storage.range_all(&prefix, 0).await {
                     Ok(page) => {
                         let mut objects = BTreeMap::new();
                         for s in page.items {

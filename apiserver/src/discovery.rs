@@ -5,14 +5,45 @@
 use api::registry::{self, ResourceInfo, RESOURCES};
 use serde_json::{json, Value};
 
-pub const AGGREGATED_CONTENT_TYPE: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+/// The content type of an aggregated discovery answer of `version` (v2, or v2beta1 for
+/// kubectl before 1.30); kubectl only accepts the exact string.
+pub fn aggregated_content_type(version: &str) -> String {
+    format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
+}
 
-/// Whether an Accept header asks for aggregated discovery.
-pub fn wants_aggregated(accept: &str) -> bool {
+/// Which aggregated discovery version an Accept header asks for, if any.
+pub fn wants_aggregated(accept: &str) -> Option<&'static str> {
     accept
         .split(',')
-        .any(|a| a.contains("as=APIGroupDiscoveryList") && a.contains("v=v2"))
+        .filter(|a| a.contains("as=APIGroupDiscoveryList") && a.contains("g=apidiscovery.k8s.io"))
+        .find_map(|a| {
+            if a.contains("v=v2beta1") {
+                Some("v2beta1")
+            } else if a.contains("v=v2") {
+                Some("v2")
+            } else {
+                None
+            }
+        })
+}
+
+/// `authentication.k8s.io/v1 selfsubjectreviews` (`kubectl auth whoami`): served by the
+/// REST layer from the request's own identity, never stored, so not in the registry.
+pub const REVIEW: (&str, &str, &str, &str) = (
+    "authentication.k8s.io",
+    "v1",
+    "selfsubjectreviews",
+    "SelfSubjectReview",
+);
+
+/// The answer to a SelfSubjectReview: who the request was authenticated as.
+pub fn self_subject_review(user: &crate::auth::User) -> Value {
+    let mut info = json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        info["uid"] = json!(user.uid);
+    }
+    json!({"kind": REVIEW.3, "apiVersion": format!("{}/{}", REVIEW.0, REVIEW.1),
+        "metadata": {"creationTimestamp": null}, "status": {"userInfo": info}})
 }
 
 pub fn version() -> Value {
@@ -61,7 +92,7 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
 }
 
 /// `/api` (core only) or `/apis` (every named group) as an `APIGroupDiscoveryList`.
-pub fn aggregated(core: bool) -> Value {
+pub fn aggregated(core: bool, version: &str) -> Value {
     let items: Vec<Value> = registry::groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
@@ -80,7 +111,14 @@ pub fn aggregated(core: bool) -> Value {
             json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
         })
         .collect();
-    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    let mut items = items;
+    if !core {
+        items.push(json!({"metadata": {"name": REVIEW.0, "creationTimestamp": null}, "versions": [{"version": REVIEW.1,
+            "resources": [{"resource": REVIEW.2, "responseKind": kind_ref(REVIEW.0, REVIEW.1, REVIEW.3),
+                "scope": "Cluster", "singularResource": "selfsubjectreview", "verbs": ["create"]}],
+            "freshness": "Current"}]}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
 }
 
 pub fn api_versions(server_address: &str) -> Value {
@@ -101,6 +139,7 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| api_group(g, &vs))
+        .chain([api_group(REVIEW.0, &[REVIEW.1])])
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -109,6 +148,7 @@ pub fn api_group_list() -> Value {
 pub fn group(name: &str) -> Option<Value> {
     registry::groups()
         .into_iter()
+        .chain([(REVIEW.0, vec![REVIEW.1])])
         .find(|(g, _)| *g == name && !g.is_empty())
         .map(|(g, vs)| {
             let mut v = api_group(g, &vs);
@@ -121,6 +161,12 @@ pub fn group(name: &str) -> Option<Value> {
 /// `/api/v1` or `/apis/G/V` as an `APIResourceList`, subresources included.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
+    if (group, version) == (REVIEW.0, REVIEW.1) {
+        resources.push(
+            json!({"name": REVIEW.2, "singularName": "selfsubjectreview", "namespaced": false,
+            "kind": REVIEW.3, "verbs": ["create"]}),
+        );
+    }
     for r in RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -163,7 +209,7 @@ mod tests {
 
     #[test]
     fn aggregated_core_has_pods_with_subresources() {
-        let a = aggregated(true);
+        let a = aggregated(true, "v2");
         assert_eq!(a["items"].as_array().unwrap().len(), 1);
         let pods = a["items"][0]["versions"][0]["resources"]
             .as_array()
@@ -178,9 +224,15 @@ mod tests {
             .unwrap()
             .iter()
             .any(|s| s["subresource"] == "eviction"));
-        assert!(wants_aggregated(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-        ));
+        assert_eq!(
+            wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"),
+            Some("v2")
+        );
+        assert_eq!(
+            wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"),
+            Some("v2beta1")
+        );
+        assert_eq!(wants_aggregated("application/json"), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::auth::{Attributes, User};
 use crate::error::ApiError;
-use crate::rest::{apply_patch, watch_params};
+use crate::rest::watch_params;
 use crate::store::{DeleteOptions, Deleted, ListOptions};
 use crate::watch::{self, Out};
 use crate::Server;
@@ -271,20 +271,7 @@ impl pb::resources_server::Resources for Grpc {
                 &r.name,
                 &r.subresource,
                 dry,
-                &|current| {
-                    let mut patched = apply_patch(&pt, current, &body)?;
-                    let pinned = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .is_some_and(|p| !p["metadata"]["resourceVersion"].is_null());
-                    if !pinned {
-                        if let Some(meta) =
-                            patched.get_mut("metadata").and_then(Value::as_object_mut)
-                        {
-                            meta.remove("resourceVersion");
-                        }
-                    }
-                    Ok(patched)
-                },
+                &|current| crate::patch::patched(info.kind, &pt, current, &body),
             )
             .await
             .map_err(|e| e.to_grpc())?;

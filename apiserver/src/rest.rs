@@ -2,11 +2,13 @@
 //! and authorization, request decoding (size limit, JSON or YAML), responses (objects,
 //! lists, `Table`s, `Status` errors) and chunked watch streams.
 
+use crate::admission::FieldValidation;
 use crate::auth::{Attributes, User};
 use crate::cache::Filter;
 use crate::discovery;
 use crate::error::{success_status, ApiError, Result};
 use crate::store::{DeleteOptions, Deleted, ListOptions};
+use crate::subresources;
 use crate::watch::{self, Out};
 use crate::Server;
 use api::{FieldSelector, LabelSelector, ResourceInfo};
@@ -232,54 +234,6 @@ async fn read_body(mut body: hyper::body::Incoming) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
-/// RFC 7386 merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().expect("object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// Applies a patch of the given content type to `current`.
-pub fn apply_patch(patch_type: &str, current: &Value, body: &[u8]) -> Result<Value> {
-    let ct = patch_type.split(';').next().unwrap_or("").trim();
-    match ct {
-        "application/merge-patch+json" => {
-            let p: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            let mut out = current.clone();
-            merge_patch(&mut out, &p);
-            Ok(out)
-        }
-        "application/json-patch+json" => {
-            let p: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
-            let mut out = current.clone();
-            json_patch::patch(&mut out, &p).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the JSON patch could not be applied: {e}"),
-                )
-            })?;
-            Ok(out)
-        }
-        other => Err(ApiError::unsupported_media_type(other)),
-    }
-}
-
 /// Serves one request: everything but the gRPC services.
 pub async fn handle(
     server: Arc<Server>,
@@ -340,19 +294,24 @@ async fn route(
         .unwrap_or("")
         .to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let doc = match segs.as_slice() {
-        ["api"] if discovery::wants_aggregated(&accept) => {
-            Some((discovery::aggregated(true), true))
+    let aggregated = discovery::wants_aggregated(&accept);
+    let doc = match (segs.as_slice(), aggregated) {
+        (["api"], Some(v)) => Some((discovery::aggregated(true, v), Some(v))),
+        (["apis"], Some(v)) => Some((discovery::aggregated(false, v), Some(v))),
+        (["api"], None) => Some((discovery::api_versions(&server.address), None)),
+        (["apis"], None) => Some((discovery::api_group_list(), None)),
+        (["api", v], _) => discovery::resource_list("", v).map(|d| (d, None)),
+        (["apis", g], _) => discovery::group(g).map(|d| (d, None)),
+        (["apis", g, v], _) => discovery::resource_list(g, v).map(|d| (d, None)),
+        (["openapi", "v3"], _) => Some((crate::openapi::root(), None)),
+        (["openapi", "v3", rest @ ..], _) => {
+            let resp = match crate::openapi::document(&rest.join("/")) {
+                Some(d) => respond(200, "application/json", d.json.clone()),
+                None => error_response(&ApiError::no_route()),
+            };
+            return ("get".into(), String::new(), resp);
         }
-        ["apis"] if discovery::wants_aggregated(&accept) => {
-            Some((discovery::aggregated(false), true))
-        }
-        ["api"] => Some((discovery::api_versions(&server.address), false)),
-        ["apis"] => Some((discovery::api_group_list(), false)),
-        ["api", v] => discovery::resource_list("", v).map(|d| (d, false)),
-        ["apis", g] => discovery::group(g).map(|d| (d, false)),
-        ["apis", g, v] => discovery::resource_list(g, v).map(|d| (d, false)),
-        ["metrics"] => {
+        (["metrics"], _) => {
             let text = server.metrics.encode();
             return (
                 "get".into(),
@@ -363,16 +322,32 @@ async fn route(
         _ => None,
     };
     if let Some((doc, aggregated)) = doc {
-        let ct = if aggregated {
-            discovery::AGGREGATED_CONTENT_TYPE
-        } else {
-            "application/json"
+        let ct = match aggregated {
+            Some(v) => discovery::aggregated_content_type(v),
+            None => "application/json".to_string(),
         };
         return (
             "get".into(),
             String::new(),
-            respond(200, ct, serde_json::to_vec(&doc).unwrap_or_default()),
+            respond(200, &ct, serde_json::to_vec(&doc).unwrap_or_default()),
         );
+    }
+    if segs
+        == [
+            "apis",
+            discovery::REVIEW.0,
+            discovery::REVIEW.1,
+            discovery::REVIEW.2,
+        ]
+    {
+        let resp = if req.method() == Method::POST {
+            json_response(201, &discovery::self_subject_review(&user))
+        } else {
+            error_response(&ApiError::method_not_allowed(
+                "selfsubjectreviews only accept create",
+            ))
+        };
+        return ("create".into(), discovery::REVIEW.2.into(), resp);
     }
     let Some(target) = parse_target(&segs) else {
         return (
@@ -467,6 +442,7 @@ async fn serve(
             "dryRun: Unsupported value: {d:?}: supported values: \"All\""
         )));
     }
+    let validation = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
     let table = wants_table(accept);
     let include_object = q.get("includeObject").is_some_and(|v| v == "Object");
     let content_type = req
@@ -497,11 +473,14 @@ async fn serve(
         }
         "watch" => watch_response(server, t, q, table, include_object),
         "get" => {
-            if !matches!(sub, "" | "status") {
+            if !matches!(sub, "" | "status" | "scale") {
                 return Err(ApiError::no_route());
             }
             let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
             let o = store.get(info, ns, name, rv).await?;
+            if sub == "scale" {
+                return Ok(json_response(200, &subresources::to_scale(&o)));
+            }
             if table {
                 let tv =
                     crate::tables::table(info.resource, &[Arc::new(o)], 0, None, include_object);
@@ -514,8 +493,15 @@ async fn serve(
             let body = decode_body(&content_type, &bytes)?;
             match (t.name.as_deref(), sub) {
                 (None, "") => {
+                    let warnings = validation.check(info, &body)?;
                     let o = store.create(info, ns, body, dry_run).await?;
-                    Ok(json_response(201, &o))
+                    Ok(with_warnings(json_response(201, &o), &warnings))
+                }
+                (Some(pod), "eviction") => {
+                    subresources::evict(store, ns, pod, &body, dry_run).await?;
+                    let mut s = success_status();
+                    s["code"] = json!(201);
+                    Ok(json_response(201, &s))
                 }
                 (Some(pod), "binding") => {
                     store.bind(ns, pod, &body, dry_run).await?;
@@ -535,39 +521,50 @@ async fn serve(
             }
         }
         "update" => {
-            if !matches!(sub, "" | "status" | "finalize") {
+            if !matches!(sub, "" | "status" | "finalize" | "scale") {
                 return Err(ApiError::no_route());
             }
             let bytes = read_body(req.into_body()).await?;
+            if sub == "scale" {
+                let scale =
+                    subresources::update_scale(store, info, ns, name, None, &bytes, dry_run)
+                        .await?;
+                return Ok(json_response(200, &scale));
+            }
             let body = decode_body(&content_type, &bytes)?;
+            let warnings = validation.check(info, &body)?;
             let o = store.update(info, ns, name, sub, body, dry_run).await?;
-            Ok(json_response(200, &o))
+            Ok(with_warnings(json_response(200, &o), &warnings))
         }
         "patch" => {
-            if !matches!(sub, "" | "status") {
+            if !matches!(sub, "" | "status" | "scale") {
                 return Err(ApiError::no_route());
             }
             let bytes = read_body(req.into_body()).await?;
+            if sub == "scale" {
+                let scale = subresources::update_scale(
+                    store,
+                    info,
+                    ns,
+                    name,
+                    Some(&content_type),
+                    &bytes,
+                    dry_run,
+                )
+                .await?;
+                return Ok(json_response(200, &scale));
+            }
+            let warnings = std::sync::Mutex::new(Vec::new());
             let o = store
                 .update_with(info, ns, name, sub, dry_run, &|current| {
-                    let mut patched = apply_patch(&content_type, current, &bytes)?;
-                    // The resourceVersion is pinned only if the patch itself sets one.
-                    let mut probe = json!({});
-                    if content_type.starts_with("application/merge-patch+json") {
-                        if let Ok(p) = serde_json::from_slice::<Value>(&bytes) {
-                            probe = p;
-                        }
-                    }
-                    if probe["metadata"]["resourceVersion"].is_null() {
-                        if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut)
-                        {
-                            m.remove("resourceVersion");
-                        }
-                    }
-                    Ok(patched)
+                    let out = crate::patch::patched(info.kind, &content_type, current, &bytes)?;
+                    *warnings.lock().unwrap_or_else(|p| p.into_inner()) =
+                        validation.check(info, &out)?;
+                    Ok(out)
                 })
                 .await?;
-            Ok(json_response(200, &o))
+            let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+            Ok(with_warnings(json_response(200, &o), &warnings))
         }
         "delete" => {
             let bytes = read_body(req.into_body()).await?;
@@ -598,6 +595,17 @@ async fn serve(
         }
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// Adds a `Warning` header per message (kubectl prints them as `Warning: …`).
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 /// `DeleteOptions` from the body (kubectl sends one) and the query.
@@ -797,13 +805,6 @@ mod tests {
         assert_eq!((t.info.resource, t.namespace), ("deployments", None));
         assert!(parse_target(&["api", "v1", "pods", "p"]).is_none());
         assert!(parse_target(&["api", "v1", "nothing"]).is_none());
-    }
-
-    #[test]
-    fn merge_patch_follows_rfc7386() {
-        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct SideKeys {
     pub delete: Vec<String>,
 }
 
+/// Keys per range request when reading many objects.
+pub const PAGE: i64 = 500;
+
 #[derive(Clone)]
 pub struct Storage {
     client: Client,
@@ -188,6 +191,47 @@ impl Storage {
             revision,
             more,
         })
+    }
+
+    /// Every key under `prefix` at one revision (0 = latest), read in pages so no single
+    /// response exceeds the client's 4 MiB message limit.
+    pub async fn range_all(&self, prefix: &str, revision: i64) -> Result<Page> {
+        let mut out = Page::default();
+        let mut start = prefix.to_string();
+        let mut rev = revision;
+        loop {
+            let page = self.range_adaptive(prefix, &start, PAGE, rev).await?;
+            if rev == 0 {
+                rev = page.revision;
+            }
+            if let Some(last) = page.items.last() {
+                start = format!("{}\0", last.key);
+            }
+            let more = page.more && !page.items.is_empty();
+            out.items.extend(page.items);
+            if !more {
+                out.revision = rev;
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `range`, halving the page when a response would be too large for the client
+    /// (large objects), down to one key per page.
+    pub async fn range_adaptive(
+        &self,
+        prefix: &str,
+        start: &str,
+        limit: i64,
+        revision: i64,
+    ) -> Result<Page> {
+        let mut limit = limit.max(1);
+        loop {
+            match self.range(prefix, start, limit, revision).await {
+                Err(e) if limit > 1 && e.message.contains("message length too large") => limit /= 2,
+                other => return other,
+            }
+        }
     }
 
     /// Creates `key` if it does not exist, with the side keys, atomically. Returns the

@@ -263,8 +263,13 @@ impl Store {
         let mut key = start.to_string();
         let mut rev = revision;
         loop {
-            let fetch = if limit > 0 { limit.max(100) } else { 0 };
-            let page = match self.storage.range(prefix, &key, fetch, rev).await {
+            // Pages of at least 100 keys (selectors may skip many), at most PAGE.
+            let fetch = if limit > 0 {
+                limit.clamp(100, crate::storage::PAGE)
+            } else {
+                crate::storage::PAGE
+            };
+            let page = match self.storage.range_adaptive(prefix, &key, fetch, rev).await {
                 Ok(p) => p,
                 Err(e) if e.code == 410 && continuing => {
                     return Err(ApiError::expired(

@@ -95,6 +95,30 @@ fn rest_semantics() {
         let again = c.json("POST", "/api/v1/namespaces/s1/pods/p/binding", Some(&b), 409).await.unwrap();
         assert_eq!(again["reason"], "Conflict");
 
+        // Eviction honours PodDisruptionBudgets: 429 until the budget allows one, then
+        // the pod is deleted (gracefully: it is bound) and the budget spent.
+        let mut running = c.json("GET", "/api/v1/namespaces/s1/pods/p", None, 200).await.unwrap();
+        running["status"]["phase"] = json!("Running");
+        c.json("PUT", "/api/v1/namespaces/s1/pods/p/status", Some(&running), 200).await.unwrap();
+        let labels = json!({"metadata": {"labels": {"app": "guarded"}}});
+        c.request("PATCH", "/api/v1/namespaces/s1/pods/p", Some(("application/merge-patch+json", labels.to_string().into_bytes()))).await.unwrap();
+        let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}});
+        let pdbs = "/apis/policy/v1/namespaces/s1/poddisruptionbudgets";
+        c.json("POST", pdbs, Some(&pdb), 201).await.unwrap();
+        let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "s1"}});
+        let blocked = c.json("POST", "/api/v1/namespaces/s1/pods/p/eviction", Some(&eviction), 429).await.unwrap();
+        assert_eq!(blocked["reason"], "TooManyRequests");
+        assert_eq!(blocked["details"]["causes"][0]["reason"], "DisruptionBudget");
+        let mut b = c.json("GET", &format!("{pdbs}/b"), None, 200).await.unwrap();
+        b["status"] = json!({"observedGeneration": 1, "disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2});
+        c.json("PUT", &format!("{pdbs}/b/status"), Some(&b), 200).await.unwrap();
+        c.json("POST", "/api/v1/namespaces/s1/pods/p/eviction", Some(&eviction), 201).await.unwrap();
+        let evicted = c.json("GET", "/api/v1/namespaces/s1/pods/p", None, 200).await.unwrap();
+        assert!(evicted["metadata"]["deletionTimestamp"].is_string(), "{evicted}");
+        let spent = c.json("GET", &format!("{pdbs}/b"), None, 200).await.unwrap();
+        assert_eq!(spent["status"]["disruptionsAllowed"], 0);
+
         // Bodies: too large, malformed, YAML, unsupported.
         let big = vec![b' '; 4 * 1024 * 1024];
         let (code, body) = c.request("POST", CMS, Some(("application/json", big))).await.unwrap();

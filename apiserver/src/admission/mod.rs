@@ -11,15 +11,29 @@ use crate::error::ApiError;
 use api::ResourceInfo;
 use serde_json::Value;
 
-/// Round-trips `value` through the kind's `k8s-openapi` type, as the real apiserver's
-/// decoder does: fields the type does not have are dropped, fields of the wrong shape
-/// are a 400.
-pub fn normalize(info: &ResourceInfo, value: Value) -> Result<Value, ApiError> {
+/// What can be done with the Rust type of a served kind (see `with_kind`).
+pub trait KindFn {
+    type Out;
+    fn call<T: Kind>(self, info: &ResourceInfo) -> Self::Out;
+}
+
+/// A served kind's `k8s-openapi` type: decodable, encodable, and with a schema.
+pub trait Kind:
+    serde::de::DeserializeOwned + serde::Serialize + api::k8s_openapi::schemars::JsonSchema
+{
+}
+impl<T> Kind for T where
+    T: serde::de::DeserializeOwned + serde::Serialize + api::k8s_openapi::schemars::JsonSchema
+{
+}
+
+/// Calls `f` with the type of `info`'s kind; None for a kind without one.
+pub fn with_kind<F: KindFn>(info: &ResourceInfo, f: F) -> Option<F::Out> {
     macro_rules! kinds {
         ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
             match (info.group, info.kind) {
-                $(($group, $kind) => roundtrip::<$ty>(info, value),)*
-                _ => Ok(value),
+                $(($group, $kind) => Some(f.call::<$ty>(info)),)*
+                _ => None,
             }
         };
     }
@@ -50,18 +64,110 @@ pub fn normalize(info: &ResourceInfo, value: Value) -> Result<Value, ApiError> {
     }
 }
 
-fn roundtrip<T>(info: &ResourceInfo, value: Value) -> Result<Value, ApiError>
-where
-    T: serde::de::DeserializeOwned + serde::Serialize,
-{
-    let typed: T = serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
-            kind = info.kind,
-            version = info.version
-        ))
-    })?;
-    serde_json::to_value(&typed).map_err(ApiError::internal)
+struct Roundtrip(Value);
+
+impl KindFn for Roundtrip {
+    type Out = Result<Value, ApiError>;
+    fn call<T: Kind>(self, info: &ResourceInfo) -> Self::Out {
+        let typed: T = serde_json::from_value(self.0).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+                kind = info.kind,
+                version = info.version
+            ))
+        })?;
+        serde_json::to_value(&typed).map_err(ApiError::internal)
+    }
+}
+
+/// Round-trips `value` through the kind's `k8s-openapi` type, as the real apiserver's
+/// decoder does: fields the type does not have are dropped, fields of the wrong shape
+/// are a 400.
+pub fn normalize(info: &ResourceInfo, value: Value) -> Result<Value, ApiError> {
+    let fallback = value.clone();
+    with_kind(info, Roundtrip(value)).unwrap_or(Ok(fallback))
+}
+
+/// Dotted paths of fields in `input` that the kind does not have (what
+/// `fieldValidation=Strict` refuses and `Warn` reports).
+pub fn unknown_fields(info: &ResourceInfo, input: &Value) -> Vec<String> {
+    let Ok(known) = normalize(info, input.clone()) else {
+        return Vec::new(); // the decode error itself is reported by the write
+    };
+    let mut out = Vec::new();
+    diff_fields(input, &known, "", &mut out);
+    out
+}
+
+fn diff_fields(input: &Value, known: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => {
+            for (key, v) in i {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => diff_fields(v, kv, &path, out),
+                    None if v.is_null() => {}
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (n, (iv, kv)) in i.iter().zip(k).enumerate() {
+                diff_fields(iv, kv, &format!("{prefix}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `fieldValidation`: what to do about unknown fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+
+    /// Checks `body` (the object as sent, or as a patch produced it): an error when
+    /// strict, otherwise the warnings to send back.
+    pub fn check(self, info: &ResourceInfo, body: &Value) -> Result<Vec<String>, ApiError> {
+        if self == FieldValidation::Ignore {
+            return Ok(Vec::new());
+        }
+        let unknown = unknown_fields(info, body);
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        if self == FieldValidation::Strict {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                list.join(", "),
+                kind = info.kind,
+                version = info.version
+            )));
+        }
+        Ok(list)
+    }
 }
 
 /// Checks (and fills in when absent) `apiVersion` and `kind` against the endpoint.
@@ -124,6 +230,35 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn strict_field_validation_names_unknown_fields() {
+        let info = api::registry::by_resource("apps", "v1", "deployments").unwrap();
+        let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "bogus": 1},
+            "spec": {"replicas": 1, "extra": true, "template": {"spec": {"containers": [{"name": "c", "image": "x", "nope": 2}]}}}});
+        let unknown = unknown_fields(info, &body);
+        assert_eq!(
+            unknown,
+            vec![
+                "metadata.bogus",
+                "spec.extra",
+                "spec.template.spec.containers[0].nope"
+            ]
+        );
+        let e = FieldValidation::Strict.check(info, &body).unwrap_err();
+        assert!(
+            e.message
+                .contains("strict decoding error: unknown field \"metadata.bogus\""),
+            "{}",
+            e.message
+        );
+        assert_eq!(FieldValidation::Warn.check(info, &body).unwrap().len(), 3);
+        assert!(FieldValidation::Ignore
+            .check(info, &body)
+            .unwrap()
+            .is_empty());
+        assert!(FieldValidation::parse(Some("Loose")).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::auth::{Attributes, User};
 use crate::error::ApiError;
 use crate::rest::watch_params;
-use crate::store::{DeleteOptions, Deleted, ListOptions};
+use crate::store::{DeleteOptions, Deleted, ListOptions, WriteOptions};
 use crate::watch::{self, Out};
 use crate::Server;
 use api::{FieldSelector, LabelSelector, ResourceInfo};
@@ -46,6 +46,52 @@ fn object(v: &Value) -> pb::Object {
 fn parse(body: &[u8]) -> Result<Value, Status> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")).to_grpc())
+}
+
+/// The write's manager: `options.field_manager`, else the client's user agent name.
+fn write_options<T>(req: &Request<T>, dry_run: bool) -> WriteOptions
+where
+    T: HasOptions,
+{
+    let manager = req
+        .get_ref()
+        .field_manager()
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            req.metadata()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .map(str::to_string)
+        });
+    WriteOptions {
+        dry_run,
+        manager,
+        apply: false,
+    }
+}
+
+trait HasOptions {
+    fn field_manager(&self) -> Option<&str>;
+}
+
+impl HasOptions for pb::CreateRequest {
+    fn field_manager(&self) -> Option<&str> {
+        self.options.as_ref().map(|o| o.field_manager.as_str())
+    }
+}
+
+impl HasOptions for pb::UpdateRequest {
+    fn field_manager(&self) -> Option<&str> {
+        self.options.as_ref().map(|o| o.field_manager.as_str())
+    }
+}
+
+impl HasOptions for pb::PatchRequest {
+    fn field_manager(&self) -> Option<&str> {
+        self.options.as_ref().map(|o| o.field_manager.as_str())
+    }
 }
 
 fn dry_run(d: &[String]) -> bool {
@@ -225,7 +271,11 @@ impl pb::resources_server::Resources for Grpc {
         let body = parse(&m.body)?;
         let store = &self.server.store;
         let out = match r.subresource.as_str() {
-            "" => store.create(info, &r.namespace, body, dry).await,
+            "" => {
+                store
+                    .create(info, &r.namespace, body, &write_options(&req, dry))
+                    .await
+            }
             "binding" if info.kind == "Pod" => store
                 .bind(&r.namespace, &r.name, &body, dry)
                 .await
@@ -250,7 +300,14 @@ impl pb::resources_server::Resources for Grpc {
         let o = self
             .server
             .store
-            .update(info, &r.namespace, &r.name, &r.subresource, body, dry)
+            .update(
+                info,
+                &r.namespace,
+                &r.name,
+                &r.subresource,
+                body,
+                &write_options(&req, dry),
+            )
             .await
             .map_err(|e| e.to_grpc())?;
         Ok(Response::new(object(&o)))
@@ -262,6 +319,40 @@ impl pb::resources_server::Resources for Grpc {
         let m = req.get_ref();
         let dry = m.options.as_ref().is_some_and(|o| dry_run(&o.dry_run));
         let (pt, body) = (m.patch_type.clone(), m.body.clone());
+        if pt.starts_with("application/apply-patch+yaml") {
+            let manager = m
+                .options
+                .as_ref()
+                .map(|o| o.field_manager.clone())
+                .unwrap_or_default();
+            if manager.is_empty() {
+                return Err(
+                    ApiError::bad_request("apply requests must have a field manager").to_grpc(),
+                );
+            }
+            let applied: Value = serde_yaml::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding YAML: {e}")).to_grpc()
+            })?;
+            let force = m.options.as_ref().is_some_and(|o| o.force);
+            let (o, _) = self
+                .server
+                .store
+                .apply(
+                    info,
+                    &r.namespace,
+                    &r.name,
+                    applied,
+                    &crate::store::ApplyOptions {
+                        manager: &manager,
+                        force,
+                        dry_run: dry,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_grpc())?;
+            return Ok(Response::new(object(&o)));
+        }
+        let write = write_options(&req, dry);
         let o = self
             .server
             .store
@@ -270,7 +361,7 @@ impl pb::resources_server::Resources for Grpc {
                 &r.namespace,
                 &r.name,
                 &r.subresource,
-                dry,
+                &write,
                 &|current| crate::patch::patched(info.kind, &pt, current, &body),
             )
             .await

@@ -27,6 +27,7 @@ pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod grpc;
+pub mod managed;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

@@ -7,7 +7,7 @@ use crate::auth::{Attributes, User};
 use crate::cache::Filter;
 use crate::discovery;
 use crate::error::{success_status, ApiError, Result};
-use crate::store::{DeleteOptions, Deleted, ListOptions};
+use crate::store::{DeleteOptions, Deleted, ListOptions, WriteOptions};
 use crate::subresources;
 use crate::watch::{self, Out};
 use crate::Server;
@@ -443,6 +443,25 @@ async fn serve(
         )));
     }
     let validation = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
+    // Who writes: `fieldManager`, else the client's name from its user agent, as
+    // Kubernetes does.
+    let manager = q
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| {
+            req.headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty())
+                .map(|m| m.chars().take(128).collect())
+        });
+    let write = WriteOptions {
+        dry_run,
+        manager: manager.clone(),
+        apply: false,
+    };
     let table = wants_table(accept);
     let include_object = q.get("includeObject").is_some_and(|v| v == "Object");
     let content_type = req
@@ -494,7 +513,7 @@ async fn serve(
             match (t.name.as_deref(), sub) {
                 (None, "") => {
                     let warnings = validation.check(info, &body)?;
-                    let o = store.create(info, ns, body, dry_run).await?;
+                    let o = store.create(info, ns, body, &write).await?;
                     Ok(with_warnings(json_response(201, &o), &warnings))
                 }
                 (Some(pod), "eviction") => {
@@ -527,13 +546,12 @@ async fn serve(
             let bytes = read_body(req.into_body()).await?;
             if sub == "scale" {
                 let scale =
-                    subresources::update_scale(store, info, ns, name, None, &bytes, dry_run)
-                        .await?;
+                    subresources::update_scale(store, info, ns, name, None, &bytes, &write).await?;
                 return Ok(json_response(200, &scale));
             }
             let body = decode_body(&content_type, &bytes)?;
             let warnings = validation.check(info, &body)?;
-            let o = store.update(info, ns, name, sub, body, dry_run).await?;
+            let o = store.update(info, ns, name, sub, body, &write).await?;
             Ok(with_warnings(json_response(200, &o), &warnings))
         }
         "patch" => {
@@ -549,14 +567,45 @@ async fn serve(
                     name,
                     Some(&content_type),
                     &bytes,
-                    dry_run,
+                    &write,
                 )
                 .await?;
                 return Ok(json_response(200, &scale));
             }
+            if content_type.starts_with("application/apply-patch+yaml") {
+                if !sub.is_empty() {
+                    return Err(ApiError::unsupported_media_type(&content_type));
+                }
+                let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+                    return Err(ApiError::bad_request(
+                        "PATCH requests with the apply content type must have a fieldManager",
+                    ));
+                };
+                let applied: Value = serde_yaml::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                let warnings = validation.check(info, &applied)?;
+                let force = bool_param(q, "force");
+                let (o, created) = store
+                    .apply(
+                        info,
+                        ns,
+                        name,
+                        applied,
+                        &crate::store::ApplyOptions {
+                            manager,
+                            force,
+                            dry_run,
+                        },
+                    )
+                    .await?;
+                return Ok(with_warnings(
+                    json_response(if created { 201 } else { 200 }, &o),
+                    &warnings,
+                ));
+            }
             let warnings = std::sync::Mutex::new(Vec::new());
             let o = store
-                .update_with(info, ns, name, sub, dry_run, &|current| {
+                .update_with(info, ns, name, sub, &write, &|current| {
                     let out = crate::patch::patched(info.kind, &content_type, current, &bytes)?;
                     *warnings.lock().unwrap_or_else(|p| p.into_inner()) =
                         validation.check(info, &out)?;

@@ -10,6 +10,7 @@ use crate::admission::{self, defaults, validation};
 use crate::alloc::ServiceRanges;
 use crate::cache::{decode, Filter, WatchCache};
 use crate::error::{ApiError, Cause, Result};
+use crate::managed;
 use crate::storage::{SideKeys, Storage, Stored, WriteError};
 use api::{FieldSelector, LabelSelector, ResourceInfo};
 use base64::Engine;
@@ -41,6 +42,35 @@ pub struct DeleteOptions {
     pub propagation: Option<String>,
     pub grace_period_seconds: Option<i64>,
     pub dry_run: bool,
+}
+
+/// How a create or update is made.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: everything but the write.
+    pub dry_run: bool,
+    /// Who writes (`fieldManager`, or the client's user agent): recorded in
+    /// `managedFields` as an Update.
+    pub manager: Option<String>,
+    /// The body is a server-side apply result that carries its own `managedFields`.
+    pub apply: bool,
+}
+
+/// A server-side apply's parameters: who applies, whether conflicts are overridden.
+#[derive(Clone, Copy)]
+pub struct ApplyOptions<'a> {
+    pub manager: &'a str,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+impl WriteOptions {
+    pub fn dry_run(dry_run: bool) -> Self {
+        WriteOptions {
+            dry_run,
+            ..Default::default()
+        }
+    }
 }
 
 /// What a delete did.
@@ -375,8 +405,9 @@ impl Store {
         info: &'static ResourceInfo,
         ns: &str,
         mut body: Value,
-        dry_run: bool,
+        opts: &WriteOptions,
     ) -> Result<Value> {
+        let dry_run = opts.dry_run;
         admission::check_type(info, &mut body)?;
         let mut obj = admission::normalize(info, body)?;
         Self::place(info, ns, &mut obj)?;
@@ -408,7 +439,9 @@ impl Store {
         meta.insert("creationTimestamp".into(), json!(now()));
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        meta.remove("managedFields");
+        if !opts.apply {
+            meta.remove("managedFields");
+        }
         if has_generation(info) {
             meta.insert("generation".into(), json!(1));
         } else {
@@ -417,6 +450,17 @@ impl Store {
         defaults::apply(info.group, info.kind, &mut obj);
         if info.kind == "Job" {
             defaults::job_selector(&mut obj, &uid);
+        }
+        if let (Some(manager), false) = (&opts.manager, opts.apply) {
+            let ty = crate::openapi::kind_schema_name(info);
+            managed::record_update(
+                ty.as_deref(),
+                &info.api_version(),
+                None,
+                &mut obj,
+                manager,
+                "",
+            );
         }
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let causes = validation::validate_create(info, &obj);
@@ -501,9 +545,10 @@ impl Store {
         ns: &str,
         name: &str,
         subresource: &str,
-        dry_run: bool,
+        opts: &WriteOptions,
         mutate: &Mutation<'_>,
     ) -> Result<Value> {
+        let dry_run = opts.dry_run;
         let key = info.storage_key(ns, name);
         let mut current = self.storage.get(&key).await?;
         let mut taken = HashSet::new();
@@ -536,12 +581,30 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            let new = self.merge_update(info, subresource, &old, new)?;
+            let mut new = self.merge_update(info, subresource, &old, new)?;
+            // managedFields: an apply brings its own; any other write keeps the stored
+            // ones and records what its manager changed.
+            if !opts.apply {
+                match old["metadata"].get("managedFields") {
+                    Some(m) => meta_mut(&mut new).insert("managedFields".into(), m.clone()),
+                    None => meta_mut(&mut new).remove("managedFields"),
+                };
+                if let Some(manager) = &opts.manager {
+                    let ty = crate::openapi::kind_schema_name(info);
+                    managed::record_update(
+                        ty.as_deref(),
+                        &info.api_version(),
+                        Some(&old),
+                        &mut new,
+                        manager,
+                        subresource,
+                    );
+                }
+            }
             let causes = validation::validate_update(info, &old, &new);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(info, name, causes));
             }
-            let mut new = new;
             let mut side = SideKeys::default();
             if info.group.is_empty() && info.kind == "Service" {
                 let causes = self.ranges.assign(&mut new, Some(&old), &taken);
@@ -677,6 +740,91 @@ impl Store {
         Ok(out)
     }
 
+    /// Server-side apply (`application/apply-patch+yaml`): creates the object from the
+    /// applied configuration when it does not exist, otherwise merges it under field
+    /// management. Returns the object and whether it was created.
+    pub async fn apply(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        mut applied: Value,
+        apply: &ApplyOptions<'_>,
+    ) -> Result<(Value, bool)> {
+        let ApplyOptions {
+            manager,
+            force,
+            dry_run,
+        } = *apply;
+        admission::check_type(info, &mut applied)?;
+        match applied["metadata"]["name"].as_str() {
+            Some(n) if n == name => {}
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )))
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    "metadata.name is required in an applied configuration",
+                ))
+            }
+        }
+        let ty = crate::openapi::kind_schema_name(info);
+        let opts = WriteOptions {
+            dry_run,
+            manager: None,
+            apply: true,
+        };
+        for _ in 0..8 {
+            let exists = self
+                .storage
+                .get(&info.storage_key(ns, name))
+                .await?
+                .is_some();
+            if !exists {
+                let created = managed::apply(
+                    ty.as_deref(),
+                    &info.api_version(),
+                    None,
+                    &applied,
+                    manager,
+                    force,
+                )?;
+                match self.create(info, ns, created, &opts).await {
+                    Ok(o) => return Ok((o, true)),
+                    Err(e) if e.reason == "AlreadyExists" => continue, // raced a create: apply to it
+                    Err(e) => return Err(e),
+                }
+            }
+            let result = self
+                .update_with(info, ns, name, "", &opts, &|current| {
+                    let mut out = managed::apply(
+                        ty.as_deref(),
+                        &info.api_version(),
+                        Some(current),
+                        &applied,
+                        manager,
+                        force,
+                    )?;
+                    if let Some(m) = out["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                    Ok(out)
+                })
+                .await;
+            match result {
+                Err(e) if e.code == 404 => continue, // deleted meanwhile: create it
+                other => return other.map(|o| (o, false)),
+            }
+        }
+        Err(ApiError::conflict(
+            info,
+            name,
+            "the object kept changing; try again",
+        ))
+    }
+
     /// PUT: the body replaces the object (its resourceVersion, when set, must match).
     pub async fn update(
         &self,
@@ -685,12 +833,10 @@ impl Store {
         name: &str,
         subresource: &str,
         body: Value,
-        dry_run: bool,
+        opts: &WriteOptions,
     ) -> Result<Value> {
-        self.update_with(info, ns, name, subresource, dry_run, &|_old| {
-            Ok(body.clone())
-        })
-        .await
+        self.update_with(info, ns, name, subresource, opts, &|_old| Ok(body.clone()))
+            .await
     }
 
     pub async fn delete(
@@ -959,18 +1105,24 @@ impl Store {
         let ns = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            ignore_exists(self.create(ns, "", body, false).await)?;
+            ignore_exists(self.create(ns, "", body, &WriteOptions::default()).await)?;
         }
         let svc = api::registry::by_resource("", "v1", "services").expect("services");
         let body = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"clusterIP": self.ranges.first_ip(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": advertise.1}]}});
-        ignore_exists(self.create(svc, "default", body, false).await)?;
+        ignore_exists(
+            self.create(svc, "default", body, &WriteOptions::default())
+                .await,
+        )?;
         let eps = api::registry::by_resource("", "v1", "endpoints").expect("endpoints");
         let body = json!({"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": advertise.0}], "ports": [{"name": "https", "port": advertise.1, "protocol": "TCP"}]}]});
-        ignore_exists(self.create(eps, "default", body, false).await)?;
+        ignore_exists(
+            self.create(eps, "default", body, &WriteOptions::default())
+                .await,
+        )?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::cache::labels_of;
 use crate::error::{ApiError, Cause, Result};
-use crate::store::{DeleteOptions, Deleted, ListOptions, Store};
+use crate::store::{DeleteOptions, Deleted, ListOptions, Store, WriteOptions};
 use api::ResourceInfo;
 use serde_json::{json, Value};
 
@@ -60,10 +60,10 @@ pub async fn update_scale(
     name: &str,
     patch_type: Option<&str>,
     body: &[u8],
-    dry_run: bool,
+    write: &WriteOptions,
 ) -> Result<Value> {
     let parent = store
-        .update_with(info, ns, name, "", dry_run, &|current| {
+        .update_with(info, ns, name, "", write, &|current| {
             let scale = to_scale(current);
             let wanted = match patch_type {
                 Some(pt) => crate::patch::patched("Scale", pt, &scale, body)?,
@@ -173,23 +173,30 @@ pub async fn evict(
             if !dry_run {
                 // Spend the disruption (the disruption controller recomputes it later).
                 store
-                    .update_with(pdbs, ns, &pdb_name, "status", false, &|cur| {
-                        let mut out = cur.clone();
-                        let left = cur["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
-                        if left <= 0 {
-                            return Err(too_many(
+                    .update_with(
+                        pdbs,
+                        ns,
+                        &pdb_name,
+                        "status",
+                        &WriteOptions::default(),
+                        &|cur| {
+                            let mut out = cur.clone();
+                            let left = cur["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+                            if left <= 0 {
+                                return Err(too_many(
                                 "Cannot evict pod as it would violate the pod's disruption budget."
                                     .into(),
                                 Vec::new(),
                             ));
-                        }
-                        out["status"]["disruptionsAllowed"] = json!(left - 1);
-                        out["status"]["disruptedPods"][name] = json!(crate::store::now());
-                        if let Some(m) = out["metadata"].as_object_mut() {
-                            m.remove("resourceVersion");
-                        }
-                        Ok(out)
-                    })
+                            }
+                            out["status"]["disruptionsAllowed"] = json!(left - 1);
+                            out["status"]["disruptedPods"][name] = json!(crate::store::now());
+                            if let Some(m) = out["metadata"].as_object_mut() {
+                                m.remove("resourceVersion");
+                            }
+                            Ok(out)
+                        },
+                    )
                     .await?;
             }
         }

@@ -348,6 +348,36 @@ fn suite(cp: &ControlPlane, run: &RunDir, kubectl: &str) {
         .is_empty());
     ok(&["uncordon", "n1"]);
 
+    // Server-side apply: create, conflict with another manager, force.
+    let ssa = |replicas: u32, image: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: ssa, namespace: f1}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: ssa}}}}\n  template:\n    metadata: {{labels: {{app: ssa}}}}\n    spec:\n      containers: [{{name: c, image: {image}}}]\n")
+    };
+    let ssa1 = write(run, "ssa1.yaml", &ssa(1, "busybox:1.36"));
+    assert!(ok(&["apply", "--server-side", "-f", &ssa1]).contains("serverside-applied"));
+    let managed = get(&["deploy", "ssa", "-n", "f1", "--show-managed-fields"]);
+    let managers: Vec<&str> = managed["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(managers, vec!["kubectl"], "{managed}");
+    ok(&["scale", "deploy", "ssa", "-n", "f1", "--replicas=3"]);
+    let err = fail(&["apply", "--server-side", "-f", &ssa1]);
+    assert!(
+        err.contains("conflict") && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    let ssa2 = write(run, "ssa2.yaml", &ssa(1, "busybox:1.37"));
+    ok(&["apply", "--server-side", "--force-conflicts", "-f", &ssa2]);
+    let d = get(&["deploy", "ssa", "-n", "f1"]);
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
+    ok(&["delete", "deploy", "ssa", "-n", "f1"]);
+
     // delete waits for the object to go.
     assert!(ok(&["delete", "deploy", "web", "-n", "f1"]).contains("deleted"));
     fail(&["get", "deploy", "web", "-n", "f1"]);

@@ -99,6 +99,10 @@ pub struct ControlPlane {
     pub url: String,
     /// The admin's client certificate (user kubernetes-admin, group system:masters).
     pub admin: CertFiles,
+    pki: Pki,
+    etcd_client: CertFiles,
+    serving: CertFiles,
+    token_file: PathBuf,
 }
 
 impl ControlPlane {
@@ -157,7 +161,79 @@ impl ControlPlane {
             ca,
             url,
             admin,
+            pki,
+            etcd_client,
+            serving,
+            token_file,
         })
+    }
+
+    /// Starts another apiserver over the same store and waits until it is ready; returns
+    /// it and its URL.
+    pub fn add_apiserver(&self, run: &RunDir, name: &str) -> Result<(Process, String)> {
+        let port = free_port()?;
+        let url = format!("https://127.0.0.1:{port}");
+        let mut p = spawn_apiserver(
+            run,
+            &ApiserverSpec {
+                name,
+                port,
+                etcd_servers: &self.kv.endpoints(),
+                etcd_client: &self.etcd_client,
+                serving: &self.serving,
+                ca: &self.ca,
+                token_file: Some(&self.token_file),
+                detached: false,
+                extra_args: &[],
+            },
+        )?;
+        let kubeconfig = self.admin_kubeconfig(
+            run,
+            &format!("{name}.kubeconfig"),
+            std::slice::from_ref(&url),
+        )?;
+        wait_ready(&mut p, &kubeconfig, Duration::from_secs(60))?;
+        Ok((p, url))
+    }
+
+    /// Compacts the store at `rev` over the etcd API, as the apiserver's own client.
+    pub async fn compact_store(&self, rev: i64) -> Result<()> {
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&self.ca)?))
+            .identity(etcd_client::Identity::from_pem(
+                std::fs::read(&self.etcd_client.cert)?,
+                std::fs::read(&self.etcd_client.key)?,
+            ));
+        let eps: Vec<String> = self
+            .kv
+            .endpoints()
+            .iter()
+            .map(|e| e.trim_start_matches("https://").to_string())
+            .collect();
+        let mut etcd = etcd_client::Client::connect(
+            eps,
+            Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+        )
+        .await?;
+        etcd.compact(rev, None).await?;
+        Ok(())
+    }
+
+    /// Writes an admin kubeconfig listing `servers` (clients fail over in that order).
+    pub fn admin_kubeconfig(
+        &self,
+        run: &RunDir,
+        file: &str,
+        servers: &[String],
+    ) -> Result<PathBuf> {
+        let path = run.path().join(file);
+        pki::write_kubeconfig(
+            &path,
+            &self
+                .pki
+                .kubeconfig(servers, "kubernetes-admin", &self.admin)?,
+        )?;
+        Ok(path)
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Result<(bool, String, String)> {

@@ -193,7 +193,7 @@ fn rest_semantics() {
         // A write after the page, so compacting at the head removes the page's revision.
         let later = c.json("POST", CMS, Some(&json!({"metadata": {"name": "later"}})), 201).await.unwrap();
         let now: i64 = later["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-        compact(&cp, &run, now).await;
+        cp.compact_store(now).await.unwrap();
         let expired = c.json("GET", &format!("{CMS}?limit=1&continue={cont}"), None, 410).await.unwrap();
         assert_eq!(expired["reason"], "Expired");
         let w = client(&cp).await;
@@ -202,28 +202,4 @@ fn rest_semantics() {
         assert_eq!(ev["type"], "ERROR", "{ev}");
         assert_eq!(ev["object"]["code"], 410);
     });
-}
-
-/// Compacts the store at `rev` over the etcd API, as the apiserver's own client.
-async fn compact(cp: &ControlPlane, run: &RunDir, rev: i64) {
-    let pki = run.path().join("pki");
-    let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(
-            std::fs::read(&cp.ca).unwrap(),
-        ))
-        .identity(etcd_client::Identity::from_pem(
-            std::fs::read(pki.join("apiserver-etcd-client.crt")).unwrap(),
-            std::fs::read(pki.join("apiserver-etcd-client.key")).unwrap(),
-        ));
-    let eps: Vec<String> = cp
-        .kv
-        .endpoints()
-        .iter()
-        .map(|e| e.trim_start_matches("https://").to_string())
-        .collect();
-    let mut etcd =
-        etcd_client::Client::connect(eps, Some(etcd_client::ConnectOptions::new().with_tls(tls)))
-            .await
-            .unwrap();
-    etcd.compact(rev, None).await.unwrap();
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns: the types (re-exported from `k8s-openapi`), the resource registry (group,
 //! version, resource, kind, scope, short names, verbs, subresources), label and field
-//! selectors, resource quantities, name validation and the kubeconfig file format.
+//! selectors, resource quantities, name validation, the kubeconfig file format, and the pod-to-node
+//! rules (taints, node affinity, pod requests) every component applies alike.
 //!
 //! Must not: do I/O beyond reading a kubeconfig file, or know about any transport.
 //! Everything here is pure so servers and clients agree on it byte for byte.
@@ -15,6 +16,7 @@ pub mod labels;
 pub mod names;
 pub mod quantity;
 pub mod registry;
+pub mod scheduling;
 
 pub use fields::FieldSelector;
 pub use kubeconfig::Kubeconfig;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 pub const COMPONENTS: &[(&str, bool)] = &[
     ("kvstore", true),
     ("apiserver", true),
-    ("scheduler", false),
+    ("scheduler", true),
     ("controller-manager", false),
     ("kubelet", false),
     ("kube-proxy", false),
@@ -115,10 +115,15 @@ pub struct Running {
     pub state: State,
     kv: KvCluster,
     apiservers: Vec<Process>,
+    /// Scheduler, controller-manager, …: stopped first.
+    components: Vec<Process>,
 }
 
 impl Running {
     pub fn stop(&mut self) -> Result<()> {
+        for c in &mut self.components {
+            c.stop()?;
+        }
         for a in &mut self.apiservers {
             a.stop()?;
         }
@@ -127,7 +132,7 @@ impl Running {
 
     /// Returns the name of a process that has exited, if any.
     pub fn exited(&mut self) -> Option<String> {
-        for a in &mut self.apiservers {
+        for a in self.components.iter_mut().chain(&mut self.apiservers) {
             if !a.is_running() {
                 return Some(a.name().to_string());
             }
@@ -143,7 +148,7 @@ impl Running {
         for m in self.kv.members {
             m.process.detach();
         }
-        for a in self.apiservers {
+        for a in self.apiservers.into_iter().chain(self.components) {
             a.detach();
         }
     }
@@ -223,6 +228,7 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
         },
         kv,
         apiservers: Vec::new(),
+        components: Vec::new(),
     };
     for (i, port) in ports.iter().enumerate() {
         let process = spawn_apiserver(
@@ -252,6 +258,26 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
             return Err(e);
         }
     }
+    // One scheduler per master, leader-elected as in Kubernetes.
+    let mut component_urls = Vec::new();
+    for i in 0..opts.masters {
+        let kubeconfig = run.path().join("kubeconfigs").join("scheduler.kubeconfig");
+        let mut c = crate::components::spawn(
+            &run,
+            &format!("scheduler{i}"),
+            "scheduler",
+            &kubeconfig,
+            &["--leader-elect".to_string()],
+            opts.background,
+        )?;
+        let ready = c.wait_ready(Duration::from_secs(60));
+        component_urls.push(format!("http://{}/metrics", c.metrics));
+        running.components.push(c.process);
+        if let Err(e) = ready {
+            let _ = running.stop();
+            return Err(e);
+        }
+    }
     let record = |p: &Process, endpoint: String| Recorded {
         name: p.name().to_string(),
         pid: p.pid(),
@@ -268,6 +294,9 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
         .collect();
     for (a, url) in running.apiservers.iter().zip(&apiservers) {
         processes.push(record(a, url.clone()));
+    }
+    for (c, url) in running.components.iter().zip(component_urls) {
+        processes.push(record(c, url));
     }
     running.state.processes = processes;
     std::fs::write(

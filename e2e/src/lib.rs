@@ -14,6 +14,7 @@ pub mod apiserver;
 pub mod bench;
 pub mod binaries;
 pub mod cluster;
+pub mod components;
 pub mod https;
 pub mod kvstore;
 pub mod linearizability;

@@ -86,6 +86,16 @@ fn up_in_background_then_status_and_down() {
         .map(|p| p["pid"].as_i64().unwrap())
         .collect();
     assert!(!pids.is_empty() && pids.iter().all(|p| alive(*p)));
+    let names: Vec<&str> = state["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"scheduler0") && names.contains(&"apiserver0"),
+        "{names:?}"
+    );
 
     // A second `up` on a live cluster is refused.
     let (ok, out) = local_cluster(&["up", "--dir", d, "--background"]);

@@ -1,0 +1,169 @@
+//! The scheduler's view of the cluster: every node with the pods on it — bound pods from
+//! the informer, and pods it has assumed onto a node while their binding is in flight, so
+//! the next pod is placed knowing about them.
+
+use crate::framework::{NodeInfo, PodInfo};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct PodState {
+    node: String,
+    info: Arc<PodInfo>,
+    assumed: bool,
+}
+
+#[derive(Default)]
+pub struct Cache {
+    nodes: Vec<Arc<NodeInfo>>,
+    index: HashMap<String, usize>,
+    pods: HashMap<String, PodState>,
+}
+
+impl Cache {
+    pub fn nodes(&self) -> &[Arc<NodeInfo>] {
+        &self.nodes
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Arc<NodeInfo>> {
+        self.index.get(name).map(|i| &self.nodes[*i])
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn upsert_node(&mut self, node: Arc<Node>) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        if let Some(i) = self.index.get(&name) {
+            Arc::make_mut(&mut self.nodes[*i]).set_node(node);
+            return;
+        }
+        let mut info = NodeInfo::new(node);
+        for p in self.pods.values().filter(|p| p.node == name) {
+            info.add_pod(p.info.clone());
+        }
+        self.index.insert(name, self.nodes.len());
+        self.nodes.push(Arc::new(info));
+    }
+
+    /// Forgets a node; its pods stay known in case it comes back.
+    pub fn remove_node(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.name.clone(), i);
+        }
+    }
+
+    fn attach(&mut self, key: &str) {
+        if let Some(p) = self.pods.get(key) {
+            if let Some(i) = self.index.get(&p.node) {
+                Arc::make_mut(&mut self.nodes[*i]).add_pod(p.info.clone());
+            }
+        }
+    }
+
+    fn detach(&mut self, key: &str) -> Option<PodState> {
+        let p = self.pods.remove(key)?;
+        if let Some(i) = self.index.get(&p.node) {
+            Arc::make_mut(&mut self.nodes[*i]).remove_pod(key);
+        }
+        Some(p)
+    }
+
+    /// A bound pod as the informer reports it (confirms an assumption).
+    pub fn set_bound_pod(&mut self, pod: Arc<Pod>) {
+        let info = Arc::new(PodInfo::new(pod));
+        let node = info
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let key = info.key.clone();
+        self.detach(&key);
+        self.pods.insert(
+            key.clone(),
+            PodState {
+                node,
+                info,
+                assumed: false,
+            },
+        );
+        self.attach(&key);
+    }
+
+    /// A pod that is gone or finished (it no longer uses the node).
+    pub fn remove_pod(&mut self, key: &str) {
+        self.detach(key);
+    }
+
+    /// Places `info` on `node` before its binding is confirmed.
+    pub fn assume(&mut self, info: Arc<PodInfo>, node: &str) {
+        let key = info.key.clone();
+        self.detach(&key);
+        self.pods.insert(
+            key.clone(),
+            PodState {
+                node: node.to_string(),
+                info,
+                assumed: true,
+            },
+        );
+        self.attach(&key);
+    }
+
+    /// Undoes an assumption whose binding failed (a confirmed pod stays).
+    pub fn forget(&mut self, key: &str) {
+        if self.pods.get(key).is_some_and(|p| p.assumed) {
+            self.detach(key);
+        }
+    }
+
+    pub fn is_assumed(&self, key: &str) -> bool {
+        self.pods.get(key).is_some_and(|p| p.assumed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str) -> Arc<Node> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})).unwrap())
+    }
+
+    fn pod(name: &str, node: &str) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}})).unwrap())
+    }
+
+    #[test]
+    fn assumed_pods_count_until_confirmed_or_forgotten() {
+        let mut c = Cache::default();
+        c.upsert_node(node("n1"));
+        c.upsert_node(node("n2"));
+        c.assume(Arc::new(PodInfo::new(pod("a", ""))), "n1");
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 1000);
+        assert!(c.is_assumed("d/a"));
+        c.set_bound_pod(pod("a", "n1"));
+        assert!(!c.is_assumed("d/a"));
+        c.forget("d/a"); // confirmed: stays
+        assert_eq!(c.node("n1").unwrap().pods.len(), 1);
+        c.assume(Arc::new(PodInfo::new(pod("b", ""))), "n2");
+        c.forget("d/b");
+        assert_eq!(c.node("n2").unwrap().requested.milli_cpu, 0);
+        // Pods known before their node arrives are attached to it.
+        c.set_bound_pod(pod("x", "n3"));
+        c.upsert_node(node("n3"));
+        assert_eq!(c.node("n3").unwrap().pods.len(), 1);
+        c.remove_node("n1");
+        assert!(c.node("n1").is_none());
+        assert_eq!(c.node("n3").unwrap().name, "n3");
+        c.remove_pod("d/x");
+        assert!(c.node("n3").unwrap().pods.is_empty());
+    }
+}

@@ -12,7 +12,7 @@ SHELL      := /bin/bash
 # site-packages); the tests find it here.
 PYVENV     := $(CURDIR)/target/pyvenv
 
-.PHONY: all build test e2e run down status bench bench-kvstore bench-apiserver lint fmt deps
+.PHONY: all build test e2e run down status bench bench-kvstore bench-apiserver bench-scheduler lint fmt deps
 
 all: build
 
@@ -52,7 +52,7 @@ status:
 	./target/debug/local-cluster status --dir $(CLUSTER)
 
 ## bench: every benchmark, each printing ratios against its reference measured in the same run.
-bench: bench-kvstore bench-apiserver
+bench: bench-kvstore bench-apiserver bench-scheduler
 
 ## bench-kvstore: the same load against Debian's etcd 3.4 and the kvstore, with ratios.
 bench-kvstore: deps
@@ -63,6 +63,11 @@ bench-kvstore: deps
 bench-apiserver: deps
 	$(CARGO) build --release --bins
 	RUSTKUBE_BIN_DIR=$(CURDIR)/target/release ./target/release/bench-apiserver
+
+## bench-scheduler: scheduler_perf-style runs (5000 nodes/10000 pods; constraints on 500 nodes) with raw bind throughput.
+bench-scheduler: deps
+	$(CARGO) build --release --bins
+	RUSTKUBE_BIN_DIR=$(CURDIR)/target/release ./target/release/bench-scheduler
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -2,7 +2,7 @@
 //! the informer, and pods it has assumed onto a node while their binding is in flight, so
 //! the next pod is placed knowing about them.
 
-use crate::framework::{NodeInfo, PodInfo};
+use crate::framework::{NodeInfo, PodInfo, Snapshot};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +18,32 @@ pub struct Cache {
     nodes: Vec<Arc<NodeInfo>>,
     index: HashMap<String, usize>,
     pods: HashMap<String, PodState>,
+    /// Over the pods attached to known nodes.
+    affinity_pods: usize,
+    required_anti_pods: usize,
 }
 
 impl Cache {
     pub fn nodes(&self) -> &[Arc<NodeInfo>] {
         &self.nodes
+    }
+
+    /// What a scheduling cycle looks at.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot::with_counts(&self.nodes, self.affinity_pods, self.required_anti_pods)
+    }
+
+    fn count(&mut self, p: &PodInfo, sign: isize) {
+        let step = |total: &mut usize, yes: bool| {
+            if yes {
+                *total = total.saturating_add_signed(sign);
+            }
+        };
+        step(&mut self.affinity_pods, p.has_affinity());
+        step(
+            &mut self.required_anti_pods,
+            !p.required_anti_affinity.is_empty(),
+        );
     }
 
     pub fn node(&self, name: &str) -> Option<&Arc<NodeInfo>> {
@@ -43,6 +64,8 @@ impl Cache {
         for p in self.pods.values().filter(|p| p.node == name) {
             info.add_pod(p.info.clone());
         }
+        self.affinity_pods += info.affinity_pods;
+        self.required_anti_pods += info.required_anti_pods;
         self.index.insert(name, self.nodes.len());
         self.nodes.push(Arc::new(info));
     }
@@ -59,17 +82,21 @@ impl Cache {
     }
 
     fn attach(&mut self, key: &str) {
-        if let Some(p) = self.pods.get(key) {
-            if let Some(i) = self.index.get(&p.node) {
-                Arc::make_mut(&mut self.nodes[*i]).add_pod(p.info.clone());
-            }
-        }
+        let Some(p) = self.pods.get(key) else { return };
+        let Some(i) = self.index.get(&p.node).copied() else {
+            return;
+        };
+        let info = p.info.clone();
+        Arc::make_mut(&mut self.nodes[i]).add_pod(info.clone());
+        self.count(&info, 1);
     }
 
     fn detach(&mut self, key: &str) -> Option<PodState> {
         let p = self.pods.remove(key)?;
-        if let Some(i) = self.index.get(&p.node) {
-            Arc::make_mut(&mut self.nodes[*i]).remove_pod(key);
+        if let Some(i) = self.index.get(&p.node).copied() {
+            if Arc::make_mut(&mut self.nodes[i]).remove_pod(key).is_some() {
+                self.count(&p.info, -1);
+            }
         }
         Some(p)
     }

@@ -6,7 +6,7 @@ use api::scheduling::{pod_requests, Resources};
 use api::LabelSelector;
 use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// Scores are 0..=MAX_SCORE after normalization, as in kube-scheduler.
@@ -264,6 +264,9 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     pub allowed_pods: i64,
     pub used_ports: Vec<HostPort>,
+    /// Pods here with any pod-affinity terms, and with required anti-affinity.
+    pub affinity_pods: usize,
+    pub required_anti_pods: usize,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -286,6 +289,8 @@ impl NodeInfo {
             non_zero_cpu: 0,
             non_zero_memory: 0,
             used_ports: Vec::new(),
+            affinity_pods: 0,
+            required_anti_pods: 0,
         }
     }
 
@@ -297,6 +302,8 @@ impl NodeInfo {
         fresh.non_zero_cpu = self.non_zero_cpu;
         fresh.non_zero_memory = self.non_zero_memory;
         fresh.used_ports = std::mem::take(&mut self.used_ports);
+        fresh.affinity_pods = self.affinity_pods;
+        fresh.required_anti_pods = self.required_anti_pods;
         *self = fresh;
     }
 
@@ -309,6 +316,8 @@ impl NodeInfo {
         self.non_zero_cpu += p.non_zero_cpu;
         self.non_zero_memory += p.non_zero_memory;
         self.used_ports.extend(p.host_ports.iter().cloned());
+        self.affinity_pods += usize::from(p.has_affinity());
+        self.required_anti_pods += usize::from(!p.required_anti_affinity.is_empty());
         self.pods.push(p);
     }
 
@@ -318,6 +327,8 @@ impl NodeInfo {
         self.requested.sub(&p.requests);
         self.non_zero_cpu -= p.non_zero_cpu;
         self.non_zero_memory -= p.non_zero_memory;
+        self.affinity_pods -= usize::from(p.has_affinity());
+        self.required_anti_pods -= usize::from(!p.required_anti_affinity.is_empty());
         for hp in &p.host_ports {
             if let Some(j) = self.used_ports.iter().position(|u| u == hp) {
                 self.used_ports.swap_remove(j);
@@ -327,23 +338,66 @@ impl NodeInfo {
     }
 }
 
-/// Per-cycle data plugins compute in pre-filter/pre-score and read in filter/score.
+/// Per-cycle data plugins compute in pre-filter/pre-score and read in filter/score. A
+/// handful of entries, read once per node per plugin: a short list beats hashing.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    data: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
 }
 
 impl CycleState {
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, v: T) {
-        self.data.insert(key, Box::new(v));
+        self.data.retain(|(k, _)| *k != key);
+        self.data.push((key, Box::new(v)));
     }
     pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key).and_then(|b| b.downcast_ref())
+        self.data
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, b)| b.downcast_ref())
     }
 }
 
-/// The nodes a cycle looks at.
-pub type Nodes<'a> = &'a [Arc<NodeInfo>];
+/// The nodes a cycle looks at, with cluster-wide counts that let plugins skip work
+/// (no pod anywhere has affinity terms: nothing to count).
+pub struct Snapshot<'a> {
+    nodes: &'a [Arc<NodeInfo>],
+    pub affinity_pods: usize,
+    pub required_anti_pods: usize,
+}
+
+impl<'a> Snapshot<'a> {
+    /// With counts the caller keeps up to date (the cache does).
+    pub fn with_counts(
+        nodes: &'a [Arc<NodeInfo>],
+        affinity_pods: usize,
+        required_anti_pods: usize,
+    ) -> Self {
+        Snapshot {
+            nodes,
+            affinity_pods,
+            required_anti_pods,
+        }
+    }
+
+    /// Counting over the nodes (tests, preemption's what-if views).
+    pub fn new(nodes: &'a [Arc<NodeInfo>]) -> Self {
+        Snapshot {
+            nodes,
+            affinity_pods: nodes.iter().map(|n| n.affinity_pods).sum(),
+            required_anti_pods: nodes.iter().map(|n| n.required_anti_pods).sum(),
+        }
+    }
+}
+
+impl std::ops::Deref for Snapshot<'_> {
+    type Target = [Arc<NodeInfo>];
+    fn deref(&self) -> &Self::Target {
+        self.nodes
+    }
+}
+
+pub type Nodes<'a> = &'a Snapshot<'a>;
 
 /// What every plugin has: its name (in statuses, metrics and events).
 pub trait Plugin: Send + Sync {

@@ -8,7 +8,7 @@
 //! priority sum, then the fewest victims. PodDisruptionBudgets are not consulted (the
 //! scheduler does not watch them); victims are deleted with their grace period.
 
-use crate::framework::{NodeInfo, PodInfo};
+use crate::framework::{NodeInfo, PodInfo, Snapshot};
 use crate::profile::{preemption_may_help, Diagnosis, Profile};
 use std::sync::Arc;
 
@@ -96,7 +96,9 @@ fn fits(
     let mut view: Vec<Arc<NodeInfo>> = nodes.to_vec();
     view[i] = Arc::new(node.clone());
     let mut state = crate::framework::CycleState::default();
-    profile.run_pre_filters(&mut state, pod, &view).is_success()
+    profile
+        .run_pre_filters(&mut state, pod, &Snapshot::new(&view))
+        .is_success()
         && profile.run_filters(&state, pod, node).is_success()
 }
 

@@ -2,7 +2,9 @@
 //! and the algorithm that runs them for one pod — pre-filter, filter a sample of nodes
 //! (in parallel on large clusters), score, pick the best.
 
-use crate::framework::{Code, CycleState, Filter, NodeInfo, PodInfo, PreFilter, Score, Status};
+use crate::framework::{
+    Code, CycleState, Filter, NodeInfo, PodInfo, PreFilter, Score, Snapshot, Status,
+};
 use crate::plugins::{inter_pod_affinity, node_rules, resources, topology_spread};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,6 +68,12 @@ impl Diagnosis {
         p
     }
 }
+
+/// The cores to filter on (asking the OS reads cgroup files: once is enough).
+static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Nodes filtered on the scheduling thread before the rest is split over the cores.
+const SEQUENTIAL: usize = 1024;
 
 /// One thread's share of filtering: feasible node indexes, rejections, nodes looked at.
 type Scanned = (Vec<usize>, Vec<(String, Status)>, usize);
@@ -137,7 +145,7 @@ impl Profile {
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
-        nodes: &[Arc<NodeInfo>],
+        nodes: &Snapshot<'_>,
     ) -> Status {
         for p in &self.pre_filters {
             let s = p.pre_filter(state, pod, nodes);
@@ -153,7 +161,7 @@ impl Profile {
     pub fn schedule(
         &self,
         pod: &PodInfo,
-        nodes: &[Arc<NodeInfo>],
+        nodes: &Snapshot<'_>,
         start: usize,
     ) -> Result<Placement, Diagnosis> {
         let mut state = CycleState::default();
@@ -220,26 +228,34 @@ impl Profile {
             }
             (ok, bad, seen)
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |p| p.get())
-            .min(8);
-        let parts: Vec<Scanned> = if n >= 512 && threads > 1 {
-            let chunk = n.div_ceil(threads);
+        // Most cycles find enough nodes in the first stretch; only a long scan (most nodes
+        // rejected) is worth spreading over the cores.
+        let threads = *THREADS.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |p| p.get())
+                .min(8)
+        });
+        let first = if threads > 1 && n > 2 * SEQUENTIAL {
+            SEQUENTIAL
+        } else {
+            n
+        };
+        let mut parts: Vec<Scanned> = vec![scan(0, first)];
+        if first < n && found.load(Ordering::Relaxed) < want {
+            let chunk = (n - first).div_ceil(threads);
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
                     .map(|t| {
                         let scan = &scan;
-                        s.spawn(move || scan(t * chunk, ((t + 1) * chunk).min(n)))
+                        let from = first + t * chunk;
+                        s.spawn(move || scan(from, (from + chunk).min(n)))
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
-        } else {
-            vec![scan(0, n)]
-        };
+                for h in handles {
+                    parts.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                }
+            });
+        }
         let mut feasible = Vec::new();
         let mut rejected = BTreeMap::new();
         let mut evaluated = 0;
@@ -258,7 +274,7 @@ impl Profile {
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
-        nodes: &[Arc<NodeInfo>],
+        nodes: &Snapshot<'_>,
         feasible: &[usize],
     ) -> usize {
         let candidates: Vec<&NodeInfo> = feasible.iter().map(|i| nodes[*i].as_ref()).collect();

@@ -189,7 +189,7 @@ impl Scheduler {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             let n = cache.nodes().len().max(1);
             let start = self.next_start.load(Ordering::Relaxed) % n;
-            match self.profile.schedule(&info, cache.nodes(), start) {
+            match self.profile.schedule(&info, &cache.snapshot(), start) {
                 Ok(placement) => {
                     self.next_start
                         .store((start + placement.evaluated) % n, Ordering::Relaxed);

@@ -10,8 +10,53 @@ use std::collections::HashMap;
 const STATE: &str = "InterPodAffinity";
 const SCORE_STATE: &str = "InterPodAffinity/score";
 
-/// (topology key, value) → count
-type Counts = HashMap<(String, String), i64>;
+/// Pods (or weights) per topology domain: key → value → count. Looked up with the
+/// node's own label strings, so filtering allocates nothing.
+#[derive(Default)]
+struct Counts(HashMap<String, HashMap<String, i64>>);
+
+impl Counts {
+    fn add(&mut self, node: &NodeInfo, key: &str, n: i64) {
+        let Some(value) = node.labels().get(key) else {
+            return;
+        };
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), HashMap::new());
+        }
+        let Some(values) = self.0.get_mut(key) else {
+            return;
+        };
+        match values.get_mut(value) {
+            Some(c) => *c += n,
+            None => {
+                values.insert(value.clone(), n);
+            }
+        }
+    }
+
+    /// The count of the node's domain for `key`.
+    fn at(&self, node: &NodeInfo, key: &str) -> i64 {
+        node.labels()
+            .get(key)
+            .and_then(|v| self.0.get(key)?.get(v))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether any key's count for the node's domain is positive.
+    fn any_here(&self, node: &NodeInfo) -> bool {
+        self.0.keys().any(|k| self.at(node, k) > 0)
+    }
+
+    /// The sum over keys of the node's domains.
+    fn sum_here(&self, node: &NodeInfo) -> i64 {
+        self.0.keys().map(|k| self.at(node, k)).sum()
+    }
+}
 
 #[derive(Default)]
 struct Pre {
@@ -23,38 +68,37 @@ struct Pre {
     existing_anti: Counts,
 }
 
-fn domain(node: &NodeInfo, key: &str) -> Option<(String, String)> {
-    node.labels().get(key).map(|v| (key.to_string(), v.clone()))
-}
-
 pub struct InterPodAffinity;
 
 impl PreFilter for InterPodAffinity {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, nodes: Nodes<'_>) -> Status {
         let mut pre = Pre::default();
-        for node in nodes {
+        let own_terms =
+            !(pod.required_affinity.is_empty() && pod.required_anti_affinity.is_empty());
+        if !own_terms && nodes.required_anti_pods == 0 {
+            state.write(STATE, pre); // nothing anywhere to count
+            return Status::success();
+        }
+        for node in nodes.iter() {
+            if !own_terms && node.required_anti_pods == 0 {
+                continue;
+            }
             for existing in &node.pods {
                 for term in &existing.required_anti_affinity {
                     if term.matches(pod) {
-                        if let Some(d) = domain(node, &term.topology_key) {
-                            *pre.existing_anti.entry(d).or_default() += 1;
-                        }
+                        pre.existing_anti.add(node, &term.topology_key, 1);
                     }
                 }
                 if !pod.required_affinity.is_empty()
                     && pod.required_affinity.iter().all(|t| t.matches(existing))
                 {
                     for term in &pod.required_affinity {
-                        if let Some(d) = domain(node, &term.topology_key) {
-                            *pre.affinity.entry(d).or_default() += 1;
-                        }
+                        pre.affinity.add(node, &term.topology_key, 1);
                     }
                 }
                 for term in &pod.required_anti_affinity {
                     if term.matches(existing) {
-                        if let Some(d) = domain(node, &term.topology_key) {
-                            *pre.anti.entry(d).or_default() += 1;
-                        }
+                        pre.anti.add(node, &term.topology_key, 1);
                     }
                 }
             }
@@ -69,17 +113,8 @@ impl Filter for InterPodAffinity {
         let Some(pre) = state.read::<Pre>(STATE) else {
             return Status::error(self.name(), "pre-filter state missing");
         };
-        let count = |m: &Counts, key: &str| {
-            domain(node, key)
-                .and_then(|d| m.get(&d).copied())
-                .unwrap_or(0)
-        };
         // Existing pods' anti-affinity: any of them in this node's domain refuses us.
-        if pre
-            .existing_anti
-            .keys()
-            .any(|(k, _)| count(&pre.existing_anti, k) > 0)
-        {
+        if pre.existing_anti.any_here(node) {
             return Status::unschedulable(
                 self.name(),
                 "node(s) didn't satisfy existing pods anti-affinity rules",
@@ -89,13 +124,13 @@ impl Filter for InterPodAffinity {
             let satisfied = pod
                 .required_affinity
                 .iter()
-                .all(|t| count(&pre.affinity, &t.topology_key) > 0);
+                .all(|t| pre.affinity.at(node, &t.topology_key) > 0);
             // The first pod of a group that selects itself may go anywhere the keys exist.
             let first_of_group = pre.affinity.is_empty()
                 && pod
                     .required_affinity
                     .iter()
-                    .all(|t| t.matches(pod) && domain(node, &t.topology_key).is_some());
+                    .all(|t| t.matches(pod) && node.labels().contains_key(&t.topology_key));
             if !satisfied && !first_of_group {
                 return Status::unresolvable(
                     self.name(),
@@ -106,7 +141,7 @@ impl Filter for InterPodAffinity {
         if pod
             .required_anti_affinity
             .iter()
-            .any(|t| count(&pre.anti, &t.topology_key) > 0)
+            .any(|t| pre.anti.at(node, &t.topology_key) > 0)
         {
             return Status::unschedulable(
                 self.name(),
@@ -127,13 +162,18 @@ impl Score for InterPodAffinity {
     ) {
         // Weights per domain: the incoming pod's preferred terms over existing pods, and
         // existing pods' preferred terms over the incoming pod (symmetry).
-        let mut weights: Counts = HashMap::new();
-        let mut add = |node: &NodeInfo, term: &AffinityTerm, w: i64| {
-            if let Some(d) = domain(node, &term.topology_key) {
-                *weights.entry(d).or_default() += w;
+        let own_terms =
+            !(pod.preferred_affinity.is_empty() && pod.preferred_anti_affinity.is_empty());
+        if !own_terms && all.affinity_pods == 0 {
+            return; // no terms anywhere: every node scores 0
+        }
+        let mut weights = Counts::default();
+        let mut add =
+            |node: &NodeInfo, term: &AffinityTerm, w: i64| weights.add(node, &term.topology_key, w);
+        for node in all.iter() {
+            if !own_terms && node.affinity_pods == 0 {
+                continue;
             }
-        };
-        for node in all {
             for existing in &node.pods {
                 for (w, t) in &pod.preferred_affinity {
                     if t.matches(existing) {
@@ -165,11 +205,7 @@ impl Score for InterPodAffinity {
         let Some(weights) = state.read::<Counts>(SCORE_STATE) else {
             return 0;
         };
-        weights
-            .iter()
-            .filter(|((k, v), _)| node.labels().get(k) == Some(v))
-            .map(|(_, w)| *w)
-            .sum()
+        weights.sum_here(node)
     }
     fn normalize(&self, _: &CycleState, scores: &mut [i64]) {
         let (min, max) = (

@@ -5,7 +5,7 @@ use super::inter_pod_affinity::InterPodAffinity;
 use super::node_rules::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
 use super::resources::{BalancedAllocation, LeastAllocated, NodeResourcesFit};
 use super::topology_spread::PodTopologySpread;
-use crate::framework::{Code, CycleState, Filter, NodeInfo, PodInfo, PreFilter, Score};
+use crate::framework::{Code, CycleState, Filter, NodeInfo, PodInfo, PreFilter, Score, Snapshot};
 use crate::profile::Profile;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -235,7 +235,9 @@ fn run_prefilter_filter(
     nodes: &[Arc<NodeInfo>],
 ) -> Vec<Code> {
     let mut st = CycleState::default();
-    assert!(p.pre_filter(&mut st, pod, nodes).is_success());
+    assert!(p
+        .pre_filter(&mut st, pod, &Snapshot::new(nodes))
+        .is_success());
     nodes.iter().map(|n| f.filter(&st, pod, n).code).collect()
 }
 
@@ -322,7 +324,7 @@ fn preferred_pod_affinity_scores_by_domain() {
     );
     let mut st = CycleState::default();
     let refs: Vec<&NodeInfo> = nodes.iter().map(|n| n.as_ref()).collect();
-    InterPodAffinity.pre_score(&mut st, &p, &refs, &nodes);
+    InterPodAffinity.pre_score(&mut st, &p, &refs, &Snapshot::new(&nodes));
     let mut s: Vec<i64> = nodes
         .iter()
         .map(|n| InterPodAffinity.score(&st, &p, n))
@@ -384,7 +386,7 @@ fn topology_spread_schedule_anyway_prefers_empty_domains() {
     ];
     let mut st = CycleState::default();
     let refs: Vec<&NodeInfo> = nodes.iter().map(|n| n.as_ref()).collect();
-    PodTopologySpread.pre_score(&mut st, &p, &refs, &nodes);
+    PodTopologySpread.pre_score(&mut st, &p, &refs, &Snapshot::new(&nodes));
     let mut s: Vec<i64> = nodes
         .iter()
         .map(|n| PodTopologySpread.score(&st, &p, n))
@@ -411,7 +413,7 @@ fn profile_explains_why_nothing_fits() {
     let big = pod(
         json!({"metadata": {"name": "big"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}),
     );
-    let Err(d) = Profile::default().schedule(&big, &nodes, 0) else {
+    let Err(d) = Profile::default().schedule(&big, &Snapshot::new(&nodes), 0) else {
         panic!("should not fit")
     };
     assert_eq!(
@@ -420,7 +422,7 @@ fn profile_explains_why_nothing_fits() {
     );
     assert_eq!(d.plugins(), vec!["NodeResourcesFit", "TaintToleration"]);
     let small = pod(json!({"metadata": {"name": "small"}}));
-    let Ok(placed) = Profile::default().schedule(&small, &nodes, 0) else {
+    let Ok(placed) = Profile::default().schedule(&small, &Snapshot::new(&nodes), 0) else {
         panic!("should fit")
     };
     assert_eq!(placed.node, "c");
@@ -449,7 +451,7 @@ fn preemption_picks_the_least_important_victims() {
     ];
     let profile = Profile::default();
     let high = req("high", "1", 100);
-    let Err(d) = profile.schedule(&high, &nodes, 0) else {
+    let Err(d) = profile.schedule(&high, &Snapshot::new(&nodes), 0) else {
         panic!("nothing should fit")
     };
     assert!(crate::preemption::eligible(&high, &nodes));

@@ -1,7 +1,7 @@
 //! The components' client of the apiserver: the Rust analogue of client-go.
 //!
 //! Owns: the flags every component shares, connection to a list of apiservers with
-//! failover and TLS (`conn`), typed CRUD over the gRPC `Resources` API (`typed`), the
+//! failover and TLS (`conn`), typed CRUD over the gRPC `Resources` API (`typed`; `dynamic` for any registry kind as JSON), the
 //! reflector (list, watch, resume, relist on expiry), the informer cache with indexes
 //! (`store`, `informer`), the rate-limited work queue, leader election, the event
 //! recorder and the `/metrics`/`/healthz` endpoint every component serves — each a module
@@ -10,6 +10,7 @@
 //! Must not: talk to the kvstore, or depend on any daemon crate.
 
 pub mod conn;
+pub mod dynamic;
 pub mod error;
 pub mod events;
 pub mod flags;

@@ -11,6 +11,21 @@ pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
 /// The index every store has: objects by `metadata.namespace`.
 pub const NAMESPACE_INDEX: &str = "namespace";
 
+/// The index name for pods by `spec.nodeName` (see [`pod_node_index`]).
+pub const NODE_NAME_INDEX: &str = "spec.nodeName";
+
+/// Pods by the node they are bound to: `informer.add_index(NODE_NAME_INDEX, pod_node_index())`.
+pub fn pod_node_index() -> IndexFn<k8s_openapi::api::core::v1::Pod> {
+    Arc::new(|p: &k8s_openapi::api::core::v1::Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .into_iter()
+            .collect()
+    })
+}
+
 /// A shared, indexed cache of objects; cloning shares it.
 pub struct Store<K> {
     inner: Arc<RwLock<Inner<K>>>,
@@ -172,16 +187,7 @@ mod tests {
     #[test]
     fn indexes_follow_updates_and_removals() {
         let s: Store<Pod> = Store::new();
-        s.add_index(
-            "node",
-            Arc::new(|p: &Pod| {
-                p.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .into_iter()
-                    .collect()
-            }),
-        );
+        s.add_index("node", pod_node_index());
         s.upsert(pod("a", "p1", "n1"));
         s.upsert(pod("a", "p2", "n1"));
         s.upsert(pod("b", "p3", "n2"));

@@ -1,12 +1,25 @@
-//! The controller-manager: one daemon running the controllers that reconcile workloads
-//! (replicaset, deployment, endpoints, garbage collector, namespace, node-ipam, …).
+//! The controller-manager: one daemon running the controllers that reconcile workloads.
 //!
-//! Owns: each controller as a module on shared informers and work queues, leader
-//! election on `kube-system/kube-controller-manager`.
+//! Owns: each controller as a module (`replicaset`, `deployment`, `endpoints`,
+//! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `podgc`) on shared
+//! informers and work queues (`controller` holds the worker loop and expectations),
+//! leader election on `kube-system/kube-controller-manager`.
 //!
 //! Must not: talk to anything but the apiserver, or act while it is not the leader.
-//!
-//! Not built yet (issue "controller-manager"): `run` refuses to start.
+
+pub mod controller;
+pub mod deployment;
+pub mod endpoints;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod nodeipam;
+pub mod podgc;
+pub mod pods;
+pub mod replicaset;
+pub mod serviceaccount;
+
+use client::serve::{shutdown_signal, Health};
+use std::sync::atomic::Ordering;
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -17,16 +30,224 @@
 pub struct Config {
     #[command(flatten)]
     pub common: client::ComponentFlags,
-    #[arg(long)]
-    pub leader_elect: bool,
-    /// Controllers to run: `*` for all, `-name` to disable one.
+    #[command(flatten)]
+    pub election: client::flags::LeaderElectionFlags,
+    /// Controllers to run: `*` for all, `name` to add one, `-name` to disable one.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
     /// The range node-ipam hands out `/24` podCIDRs from.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_replicaset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_endpoint_syncs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_gc_syncs: usize,
+    #[arg(long, default_value_t = 10)]
+    pub concurrent_namespace_syncs: usize,
+    /// Terminated pods kept before podgc deletes the oldest.
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
 }
 
-pub fn run(_config: Config) -> anyhow::Result<()> {
-    anyhow::bail!("the controller-manager is not built yet (see the issue \"controller-manager\"); nothing was started")
+/// What every controller gets: the client, the shared informers and the event recorder.
+#[derive(Clone)]
+pub struct Context {
+    pub client: client::Client,
+    pub factory: client::Factory,
+    pub recorder: client::events::Recorder,
+}
+
+/// Every controller this build has, in start order.
+pub const ALL: &[&str] = &[
+    "serviceaccount",
+    "namespace",
+    "garbagecollector",
+    "replicaset",
+    "deployment",
+    "endpoint",
+    "endpointslice",
+    "nodeipam",
+    "podgc",
+];
+
+/// Resolves `--controllers` (`*`, names, `-name`) to the controllers to run.
+pub fn selected(flags: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    let mut on: Vec<&'static str> = Vec::new();
+    for f in flags {
+        let f = f.trim();
+        if f == "*" {
+            for c in ALL {
+                if !on.contains(c) {
+                    on.push(c);
+                }
+            }
+            continue;
+        }
+        let (disable, name) = match f.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, f),
+        };
+        let Some(c) = ALL.iter().find(|c| **c == name) else {
+            anyhow::bail!(
+                "--controllers: unknown controller {name:?} (known: {})",
+                ALL.join(", ")
+            );
+        };
+        if disable {
+            on.retain(|x| x != c);
+        } else if !on.contains(c) {
+            on.push(c);
+        }
+    }
+    // A later "*" must not re-enable an explicit "-name".
+    for f in flags {
+        if let Some(n) = f.trim().strip_prefix('-') {
+            on.retain(|x| *x != n);
+        }
+    }
+    Ok(on)
+}
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    config.common.init_logging();
+    let enabled = selected(&config.controllers)?;
+    let cidr = nodeipam::parse_cluster_cidr(&config.cluster_cidr)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(config, enabled, cidr))
+}
+
+async fn run_async(
+    config: Config,
+    enabled: Vec<&'static str>,
+    cidr: nodeipam::Cidr,
+) -> anyhow::Result<()> {
+    let client = client::Client::from_flags(&config.common, "controller-manager")?;
+    let health = Health::default();
+    let (addr, _server) = health
+        .serve(&config.common.metrics_bind_address, "metrics-bind-address")
+        .await?;
+    tracing::info!(%addr, controllers = ?enabled, "serving /metrics and /healthz");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // Kubernetes elects before starting informers; a standby keeps no caches.
+    let mut leadership = None;
+    if config.election.leader_elect {
+        health.ready.store(true, Ordering::Relaxed);
+        let cfg = config.election.config("kube-controller-manager");
+        tokio::select! {
+            l = client::leader::acquire(client.clone(), cfg) => leadership = Some(l?),
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+    let ctx = Context {
+        factory: client::Factory::new(client.clone()),
+        recorder: client::events::Recorder::new(client.clone(), "controller-manager"),
+        client,
+    };
+    let on = |name: &str| enabled.contains(&name);
+    let mut starts: Vec<Box<dyn FnOnce()>> = Vec::new();
+    let mut informers: Vec<Box<dyn client::informer::Startable>> = Vec::new();
+    macro_rules! controller {
+        ($name:expr, $c:expr, $workers:expr) => {
+            if on($name) {
+                let c = $c;
+                for i in c.informers() {
+                    informers.push(i);
+                }
+                let workers = $workers;
+                starts.push(Box::new(move || c.start(workers)));
+            }
+        };
+    }
+    controller!(
+        "serviceaccount",
+        serviceaccount::ServiceAccountController::new(&ctx),
+        2
+    );
+    controller!(
+        "namespace",
+        namespace::NamespaceController::new(&ctx),
+        config.concurrent_namespace_syncs
+    );
+    controller!(
+        "garbagecollector",
+        garbagecollector::GarbageCollector::new(&ctx),
+        config.concurrent_gc_syncs
+    );
+    controller!(
+        "replicaset",
+        replicaset::ReplicaSetController::new(&ctx),
+        config.concurrent_replicaset_syncs
+    );
+    controller!(
+        "deployment",
+        deployment::DeploymentController::new(&ctx),
+        config.concurrent_deployment_syncs
+    );
+    controller!(
+        "endpoint",
+        endpoints::EndpointsController::new(&ctx, endpoints::Kind::Endpoints),
+        config.concurrent_endpoint_syncs
+    );
+    controller!(
+        "endpointslice",
+        endpoints::EndpointsController::new(&ctx, endpoints::Kind::Slices),
+        config.concurrent_endpoint_syncs
+    );
+    controller!("nodeipam", nodeipam::NodeIpamController::new(&ctx, cidr), 1);
+    controller!(
+        "podgc",
+        podgc::PodGcController::new(&ctx, config.terminated_pod_gc_threshold),
+        1
+    );
+    let refs: Vec<&dyn client::informer::Startable> =
+        informers.iter().map(|b| b.as_ref()).collect();
+    tokio::select! {
+        _ = client::informer::start_and_sync(&refs) => {}
+        _ = &mut shutdown => return Ok(()),
+    }
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!("caches synced; starting controllers");
+    for s in starts {
+        s();
+    }
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = &mut shutdown => {}
+        _ = lost => anyhow::bail!("leader election lost: the lease could not be renewed in time"),
+    }
+    tracing::info!("shutting down");
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_flag() {
+        let s = |v: &[&str]| selected(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&["*"]).unwrap(), ALL.to_vec());
+        assert!(!s(&["*", "-podgc"]).unwrap().contains(&"podgc"));
+        assert!(!s(&["-podgc", "*"]).unwrap().contains(&"podgc"));
+        assert_eq!(s(&["replicaset"]).unwrap(), vec!["replicaset"]);
+        assert!(s(&["nope"])
+            .unwrap_err()
+            .to_string()
+            .contains("--controllers"));
+    }
 }

@@ -19,7 +19,7 @@ pub const COMPONENTS: &[(&str, bool)] = &[
     ("kvstore", true),
     ("apiserver", true),
     ("scheduler", true),
-    ("controller-manager", false),
+    ("controller-manager", true),
     ("kubelet", false),
     ("kube-proxy", false),
 ];
@@ -258,14 +258,19 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
             return Err(e);
         }
     }
-    // One scheduler per master, leader-elected as in Kubernetes.
+    // One scheduler and one controller-manager per master, leader-elected as in
+    // Kubernetes.
     let mut component_urls = Vec::new();
-    for i in 0..opts.masters {
-        let kubeconfig = run.path().join("kubeconfigs").join("scheduler.kubeconfig");
+    for (i, binary) in (0..opts.masters).flat_map(|i| [(i, "scheduler"), (i, "controller-manager")])
+    {
+        let kubeconfig = run
+            .path()
+            .join("kubeconfigs")
+            .join(format!("{binary}.kubeconfig"));
         let mut c = crate::components::spawn(
             &run,
-            &format!("scheduler{i}"),
-            "scheduler",
+            &format!("{binary}{i}"),
+            binary,
             &kubeconfig,
             &["--leader-elect".to_string()],
             opts.background,

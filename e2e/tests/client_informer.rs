@@ -32,6 +32,40 @@ async fn namespace(c: &Client, name: &str) {
     Api::<Namespace>::all(c.clone()).create(&ns).await.unwrap();
 }
 
+/// Creates the config map; when the apiserver died with the outcome unknown, looks
+/// whether it landed (this test is the only writer). Returns its resourceVersion.
+async fn create_once(api: &Api<ConfigMap>, name: &str, value: u32) -> String {
+    loop {
+        match api.create(&cm(name, value)).await {
+            Ok(o) => return o.metadata.resource_version.unwrap(),
+            Err(client::Error::Transport(_)) => {
+                if let Some(o) = api.get_opt(name).await.unwrap() {
+                    return o.metadata.resource_version.unwrap();
+                }
+            }
+            Err(e) => panic!("create {name}: {e}"),
+        }
+    }
+}
+
+/// Updates the value; a Conflict after a retry means the first attempt landed.
+async fn update_once(api: &Api<ConfigMap>, mut o: ConfigMap, value: u32) -> String {
+    let name = o.metadata.name.clone().unwrap();
+    o.data = Some([("v".to_string(), value.to_string())].into());
+    match api.replace(&o).await {
+        Ok(o) => o.metadata.resource_version.unwrap(),
+        Err(e) if e.is_conflict() => {
+            let now = api.get(&name).await.unwrap();
+            assert_eq!(
+                now.data, o.data,
+                "a conflict that is not our own earlier attempt"
+            );
+            now.metadata.resource_version.unwrap()
+        }
+        Err(e) => panic!("update {name}: {e}"),
+    }
+}
+
 /// Per key, what happened: "+rv", "~rv", "-".
 type Log = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
@@ -124,31 +158,17 @@ fn informer_sees_every_change_once_across_kill_failover_and_restart() {
                 let name = format!("cm{}", i % 12);
                 let existing = api.get_opt(&name).await.unwrap();
                 let entry = match (existing, i % 5) {
-                    (None, _) => format!(
-                        "+{}",
-                        api.create(&cm(&name, i))
-                            .await
-                            .unwrap()
-                            .metadata
-                            .resource_version
-                            .unwrap()
-                    ),
+                    (None, _) => format!("+{}", create_once(&api, &name, i).await),
                     (Some(_), 4) => {
-                        api.delete(&name, &DeleteParams::default()).await.unwrap();
+                        match api.delete(&name, &DeleteParams::default()).await {
+                            Ok(()) => {}
+                            // A retry of a delete that landed before its apiserver died.
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => panic!("delete {name}: {e}"),
+                        }
                         "-".to_string()
                     }
-                    (Some(mut o), _) => {
-                        o.data = Some([("v".to_string(), i.to_string())].into());
-                        format!(
-                            "~{}",
-                            api.replace(&o)
-                                .await
-                                .unwrap()
-                                .metadata
-                                .resource_version
-                                .unwrap()
-                        )
-                    }
+                    (Some(o), _) => format!("~{}", update_once(&api, o, i).await),
                 };
                 expected
                     .lock()

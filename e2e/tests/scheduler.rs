@@ -3,157 +3,17 @@
 //! topology spread — the explanation a pending pod gets, event-driven retries,
 //! preemption, and leader election between two schedulers.
 
-use client::{Api, Client, DeleteParams, ListParams, Patch};
+use client::{Api, ListParams, Patch};
 use e2e::apiserver::ControlPlane;
 use e2e::components::{self, Component};
+use e2e::kube::TestClient as Cluster;
 use e2e::kvstore::Flavor;
 use e2e::wait::wait_for;
 use e2e::RunDir;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-}
-
-impl Cluster {
-    fn new(cp: &ControlPlane) -> Cluster {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let client = rt.block_on(async {
-            Client::from_kubeconfig_file(&cp.kubeconfig, "scheduler-test").unwrap()
-        });
-        Cluster { rt, client }
-    }
-
-    fn namespace(&self, name: &str) {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        self.rt
-            .block_on(Api::<Namespace>::all(self.client.clone()).create(&ns))
-            .unwrap();
-    }
-
-    /// A fake node: created, then its status (allocatable, Ready) written like a kubelet.
-    fn node(&self, name: &str, labels: Value, spec: Value, cpu: &str) {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let mut labels = labels;
-        labels["kubernetes.io/hostname"] = json!(name);
-        let n: Node = serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": labels}, "spec": spec}),
-        )
-        .unwrap();
-        let created = self.rt.block_on(api.create(&n)).unwrap();
-        let mut with_status = created;
-        with_status.status = Some(
-            serde_json::from_value(json!({
-                "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "20"},
-                "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "20"},
-                "conditions": [{"type": "Ready", "status": "True"}]
-            }))
-            .unwrap(),
-        );
-        self.rt.block_on(api.replace_status(&with_status)).unwrap();
-    }
-
-    fn pod(&self, ns: &str, name: &str, spec: Value, labels: Value) {
-        let mut spec = spec;
-        if spec["containers"].is_null() {
-            spec["containers"] = json!([{"name": "c", "image": "busybox:1.36"}]);
-        }
-        let p: Pod = serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": labels}, "spec": spec}),
-        )
-        .unwrap();
-        self.rt
-            .block_on(Api::<Pod>::namespaced(self.client.clone(), ns).create(&p))
-            .unwrap();
-    }
-
-    fn get(&self, ns: &str, name: &str) -> Option<Pod> {
-        self.rt
-            .block_on(Api::<Pod>::namespaced(self.client.clone(), ns).get_opt(name))
-            .unwrap()
-    }
-
-    fn node_of(&self, ns: &str, name: &str) -> Option<String> {
-        self.get(ns, name)?.spec?.node_name
-    }
-
-    /// Waits until the pod is bound; returns its node.
-    fn wait_bound(&self, ns: &str, name: &str) -> String {
-        wait_for(
-            &format!("{ns}/{name} to be bound"),
-            Duration::from_secs(60),
-            Duration::from_millis(50),
-            || Ok(self.node_of(ns, name)),
-        )
-        .unwrap()
-    }
-
-    /// Waits until the scheduler has explained why the pod is pending; returns the message.
-    fn wait_unschedulable(&self, ns: &str, name: &str) -> String {
-        wait_for(
-            &format!("{ns}/{name} to be reported unschedulable"),
-            Duration::from_secs(60),
-            Duration::from_millis(50),
-            || {
-                let pod = self.get(ns, name).unwrap();
-                assert!(
-                    pod.spec.as_ref().unwrap().node_name.is_none(),
-                    "{name} was bound"
-                );
-                let cond = pod
-                    .status
-                    .and_then(|s| s.conditions)
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-                Ok(cond.map(|c| {
-                    assert_eq!(c.reason.as_deref(), Some("Unschedulable"));
-                    c.message.unwrap_or_default()
-                }))
-            },
-        )
-        .unwrap()
-    }
-
-    fn delete(&self, ns: &str, name: &str) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        self.rt
-            .block_on(api.delete(
-                name,
-                &DeleteParams {
-                    grace_period_seconds: Some(0),
-                    ..Default::default()
-                },
-            ))
-            .unwrap();
-    }
-
-    /// What the kubelet would do for pods being deleted: finish them.
-    fn finish_terminating(&self, ns: &str) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        for p in self
-            .rt
-            .block_on(api.list(&ListParams::default()))
-            .unwrap()
-            .items
-        {
-            if p.metadata.deletion_timestamp.is_some() {
-                let name = p.metadata.name.unwrap();
-                let _ = self.rt.block_on(api.delete(
-                    &name,
-                    &DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    },
-                ));
-            }
-        }
-    }
-}
 
 fn start_scheduler(run: &RunDir, cp: &ControlPlane, name: &str, extra: &[&str]) -> Component {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -297,11 +157,18 @@ fn scheduler_places_pods_by_every_constraint() {
     );
 
     // Metrics.
-    let scheduled = sched
-        .metric("scheduler_schedule_attempts_total{result=\"scheduled\"")
-        .unwrap()
-        .unwrap_or(0.0);
-    assert!(scheduled >= 12.0, "scheduled attempts: {scheduled}");
+    wait_for(
+        "the scheduled-attempts metric",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let n = sched
+                .metric("scheduler_schedule_attempts_total{result=\"scheduled\"")?
+                .unwrap_or(0.0);
+            Ok((n >= 12.0).then_some(()))
+        },
+    )
+    .unwrap();
     assert!(sched
         .metric("scheduler_pending_pods{queue=\"unschedulable\"}")
         .unwrap()
@@ -412,5 +279,12 @@ fn two_schedulers_elect_one_leader_and_the_standby_takes_over() {
         c.pod("le", &format!("b{i}"), json!({}), json!({}));
         c.wait_bound("le", &format!("b{i}"));
     }
-    assert!(attempts(&second) >= 5.0);
+    // The binding response reaches the scheduler just after the pod shows as bound.
+    wait_for(
+        "the new leader's scheduled count",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || Ok((attempts(&second) >= 5.0).then_some(())),
+    )
+    .unwrap();
 }

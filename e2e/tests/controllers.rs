@@ -1,0 +1,473 @@
+//! The controller-manager as a process against a real apiserver and scheduler, with fake
+//! nodes and a stand-in kubelet (pods become Running and Ready; deleted pods finish):
+//! deployments scaled, rolled (maxSurge/maxUnavailable checked at every step) and
+//! rolled back with kubectl; the three cascading deletes; namespace deletion; default
+//! service accounts; endpoints and slices following readiness; node CIDRs; pod GC.
+
+use client::{Api, DeleteParams};
+use e2e::apiserver::ControlPlane;
+use e2e::components::{self, Component};
+use e2e::fake_kubelet::{FakeKubelet, NOT_READY_LABEL};
+use e2e::kube::TestClient;
+use e2e::kvstore::Flavor;
+use e2e::RunDir;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Env {
+    run: RunDir,
+    cp: ControlPlane,
+    kube: TestClient,
+    _scheduler: Component,
+    _cm: Component,
+    _kubelet: FakeKubelet,
+}
+
+fn env(name: &str, nodes: usize) -> Env {
+    let run = RunDir::temp(name).unwrap();
+    let cp = ControlPlane::start(&run, Flavor::Kvstore).unwrap();
+    let kube = TestClient::new(&cp);
+    for i in 0..nodes {
+        kube.node(&format!("n{i}"), json!({}), json!({}), "100");
+    }
+    let mut scheduler =
+        components::spawn(&run, "scheduler", "scheduler", &cp.kubeconfig, &[], false).unwrap();
+    scheduler.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cm = components::spawn(
+        &run,
+        "controller-manager",
+        "controller-manager",
+        &cp.kubeconfig,
+        &[],
+        false,
+    )
+    .unwrap();
+    cm.wait_ready(Duration::from_secs(60)).unwrap();
+    let kubelet = {
+        let _g = kube.rt.enter();
+        FakeKubelet::start(kube.client.clone())
+    };
+    Env {
+        run,
+        cp,
+        kube,
+        _scheduler: scheduler,
+        _cm: cm,
+        _kubelet: kubelet,
+    }
+}
+
+fn write(run: &RunDir, name: &str, text: &str) -> String {
+    let p = run.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn deployment(name: &str, replicas: u32, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: d}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n{extra}  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: c, image: {image}, ports: [{{name: http, containerPort: 8080}}]}}]\n"
+    )
+}
+
+/// Pods of the app that count: not terminating.
+fn live(kube: &TestClient, ns: &str, app: &str) -> Vec<Pod> {
+    kube.pods(ns, &format!("app={app}"))
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[test]
+fn deployments_scale_roll_and_roll_back() {
+    let e = env("ctl-deploy", 3);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("d");
+    let strategy =
+        "  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n";
+    let f = write(
+        &e.run,
+        "web.yaml",
+        &deployment("web", 4, "busybox:1.36", strategy),
+    );
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    let out = cp
+        .kubectl_ok(&[
+            "rollout",
+            "status",
+            "deploy/web",
+            "-n",
+            "d",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(
+        live(kube, "d", "web").iter().filter(|p| ready(p)).count(),
+        4
+    );
+    let owners: BTreeSet<String> = live(kube, "d", "web")
+        .iter()
+        .map(|p| {
+            p.metadata.owner_references.as_ref().unwrap()[0]
+                .name
+                .clone()
+        })
+        .collect();
+    assert_eq!(owners.len(), 1, "one ReplicaSet owns them: {owners:?}");
+
+    // Scale up and down.
+    cp.kubectl_ok(&["scale", "deploy/web", "-n", "d", "--replicas=6"])
+        .unwrap();
+    kube.wait("6 ready pods", |k| {
+        (live(k, "d", "web").iter().filter(|p| ready(p)).count() == 6).then_some(())
+    });
+    cp.kubectl_ok(&["scale", "deploy/web", "-n", "d", "--replicas=4"])
+        .unwrap();
+    kube.wait("4 pods", |k| {
+        (k.pods("d", "app=web").len() == 4).then_some(())
+    });
+
+    // A rolling update, watched at every step: never more than 4+1 pods, never fewer
+    // than 4-1 ready.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let watcher = {
+        let (stop, seen, client) = (stop.clone(), seen.clone(), kube.client.clone());
+        kube.rt.spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client, "d");
+            while !stop.load(Ordering::Relaxed) {
+                let pods = api
+                    .list(&client::ListParams::default().labels("app=web"))
+                    .await
+                    .unwrap()
+                    .items;
+                let total = pods
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .count();
+                let ready = pods
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
+                    .count();
+                seen.lock().unwrap().push((total, ready));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    cp.kubectl_ok(&["set", "image", "deploy/web", "-n", "d", "c=busybox:1.37"])
+        .unwrap();
+    let out = cp
+        .kubectl_ok(&[
+            "rollout",
+            "status",
+            "deploy/web",
+            "-n",
+            "d",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    stop.store(true, Ordering::Relaxed);
+    kube.rt.block_on(watcher).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 3, "the watcher sampled {} times", seen.len());
+    for (total, ready) in &seen {
+        assert!(
+            *total <= 5,
+            "{total} pods exceed replicas + maxSurge: {seen:?}"
+        );
+        assert!(
+            *ready >= 3,
+            "{ready} ready pods is below replicas - maxUnavailable: {seen:?}"
+        );
+    }
+    let pods = live(kube, "d", "web");
+    assert_eq!(pods.len(), 4);
+    assert!(pods
+        .iter()
+        .all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("busybox:1.37")));
+    let sets: Api<ReplicaSet> = Api::namespaced(kube.client.clone(), "d");
+    let rs = kube
+        .rt
+        .block_on(sets.list(&Default::default()))
+        .unwrap()
+        .items;
+    assert_eq!(rs.len(), 2);
+    let revisions: BTreeSet<String> = rs
+        .iter()
+        .map(|r| {
+            r.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"].clone()
+        })
+        .collect();
+    assert_eq!(revisions, ["1".to_string(), "2".to_string()].into());
+
+    // Roll back: the first template again, as revision 3.
+    cp.kubectl_ok(&["rollout", "undo", "deploy/web", "-n", "d"])
+        .unwrap();
+    let out = cp
+        .kubectl_ok(&[
+            "rollout",
+            "status",
+            "deploy/web",
+            "-n",
+            "d",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = live(kube, "d", "web");
+    assert!(
+        pods.iter().all(
+            |p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("busybox:1.36")
+        ),
+        "rolled back"
+    );
+    let history = cp
+        .kubectl_ok(&["rollout", "history", "deploy/web", "-n", "d"])
+        .unwrap();
+    assert!(
+        history.contains('2') && history.contains('3') && !history.contains("\n1 "),
+        "{history}"
+    );
+    let described = cp
+        .kubectl_ok(&["describe", "deploy", "web", "-n", "d"])
+        .unwrap();
+    assert!(described.contains("ScalingReplicaSet"), "{described}");
+
+    // Recreate: old pods are all gone before new ones start.
+    let f = write(
+        &e.run,
+        "re.yaml",
+        &deployment("re", 3, "busybox:1.36", "  strategy: {type: Recreate}\n"),
+    );
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    cp.kubectl_ok(&["rollout", "status", "deploy/re", "-n", "d", "--timeout=60s"])
+        .unwrap();
+    cp.kubectl_ok(&["set", "image", "deploy/re", "-n", "d", "c=busybox:1.37"])
+        .unwrap();
+    let out = cp
+        .kubectl_ok(&["rollout", "status", "deploy/re", "-n", "d", "--timeout=60s"])
+        .unwrap();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), "d");
+    let d = kube.rt.block_on(deployments.get("re")).unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(
+        (st.replicas, st.updated_replicas, st.available_replicas),
+        (Some(3), Some(3), Some(3))
+    );
+}
+
+#[test]
+fn cascading_deletes_background_foreground_and_orphan() {
+    let e = env("ctl-gc", 2);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("d");
+    for name in ["bg", "fg", "orph"] {
+        let f = write(
+            &e.run,
+            &format!("{name}.yaml"),
+            &deployment(name, 2, "busybox:1.36", ""),
+        );
+        cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+        cp.kubectl_ok(&[
+            "rollout",
+            "status",
+            &format!("deploy/{name}"),
+            "-n",
+            "d",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    }
+    let sets: Api<ReplicaSet> = Api::namespaced(kube.client.clone(), "d");
+    // Background: the deployment goes at once; the garbage collector removes the rest.
+    cp.kubectl_ok(&["delete", "deploy", "bg", "-n", "d", "--cascade=background"])
+        .unwrap();
+    kube.wait("bg's ReplicaSet and pods to be collected", |k| {
+        (k.pods("d", "app=bg").is_empty()
+            && k.rt
+                .block_on(sets.get_opt(&rs_of_none(k, "bg")))
+                .unwrap()
+                .is_none())
+        .then_some(())
+    });
+    // Foreground: the deployment waits, marked, until its dependents are gone.
+    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), "d");
+    kube.rt
+        .block_on(deployments.delete("fg", &DeleteParams::propagation("Foreground")))
+        .unwrap();
+    let marked = kube.rt.block_on(deployments.get_opt("fg")).unwrap();
+    if let Some(d) = marked {
+        assert!(d
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"foregroundDeletion".to_string()));
+    }
+    kube.wait("fg and its dependents to be gone", |k| {
+        (k.rt.block_on(deployments.get_opt("fg")).unwrap().is_none()
+            && k.pods("d", "app=fg").is_empty())
+        .then_some(())
+    });
+    // Orphan: the ReplicaSet goes, its pods stay, without an owner.
+    let orphan_rs = rs_of_none(kube, "orph");
+    cp.kubectl_ok(&["delete", "deploy", "orph", "-n", "d", "--cascade=orphan"])
+        .unwrap();
+    kube.wait("orph's deployment to go", |k| {
+        k.rt.block_on(deployments.get_opt("orph"))
+            .unwrap()
+            .is_none()
+            .then_some(())
+    });
+    cp.kubectl_ok(&["delete", "rs", &orphan_rs, "-n", "d", "--cascade=orphan"])
+        .unwrap();
+    kube.wait("the orphaned pods to lose their owner", |k| {
+        let pods = k.pods("d", "app=orph");
+        (pods.len() == 2
+            && pods.iter().all(|p| {
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|r| r.is_empty())
+            }))
+        .then_some(())
+    });
+    assert!(kube
+        .rt
+        .block_on(sets.get_opt(&orphan_rs))
+        .unwrap()
+        .is_none());
+}
+
+/// The name of the (first) ReplicaSet of an app, or "" when none is left.
+fn rs_of_none(kube: &TestClient, app: &str) -> String {
+    let sets: Api<ReplicaSet> = Api::namespaced(kube.client.clone(), "d");
+    kube.rt
+        .block_on(sets.list(&client::ListParams::default().labels(&format!("app={app}"))))
+        .unwrap()
+        .items
+        .first()
+        .and_then(|r| r.metadata.name.clone())
+        .unwrap_or_else(|| "none-left".into())
+}
+
+#[test]
+fn namespaces_service_accounts_endpoints_node_cidrs_and_pod_gc() {
+    let e = env("ctl-misc", 2);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("d");
+    // Every namespace gets a default service account.
+    let sas: Api<ServiceAccount> = Api::namespaced(kube.client.clone(), "d");
+    kube.wait("the default service account", |k| {
+        k.rt.block_on(sas.get_opt("default")).unwrap()
+    });
+
+    // Endpoints and slices follow ready pods, with named target ports resolved.
+    let f = write(
+        &e.run,
+        "svc.yaml",
+        &deployment("web", 3, "busybox:1.36", ""),
+    );
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    let svc = write(&e.run, "s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: d}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
+    cp.kubectl_ok(&["apply", "-f", &svc]).unwrap();
+    let endpoints: Api<Endpoints> = Api::namespaced(kube.client.clone(), "d");
+    let ep = kube.wait("3 ready endpoints", |k| {
+        let ep = k.rt.block_on(endpoints.get_opt("web")).unwrap()?;
+        let subset = ep.subsets.as_ref()?.first()?.clone();
+        (subset.addresses.as_ref().map_or(0, |a| a.len()) == 3).then_some(subset)
+    });
+    assert_eq!(ep.ports.unwrap()[0].port, 8080);
+    let slices: Api<EndpointSlice> = Api::namespaced(kube.client.clone(), "d");
+    kube.wait("a slice with 3 ready endpoints", |k| {
+        let list =
+            k.rt.block_on(
+                slices
+                    .list(&client::ListParams::default().labels("kubernetes.io/service-name=web")),
+            )
+            .unwrap()
+            .items;
+        let ready = list
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .count();
+        (list.len() == 1 && ready == 3 && list[0].ports.as_ref()?[0].port == Some(8080))
+            .then_some(())
+    });
+    // A not-ready pod is listed as such.
+    let bare = json!({"containers": [{"name": "c", "image": "busybox:1.36", "ports": [{"name": "http", "containerPort": 9090}]}]});
+    kube.pod(
+        "d",
+        "slow",
+        bare,
+        json!({"app": "web", NOT_READY_LABEL: "false"}),
+    );
+    kube.wait("the not-ready address", |k| {
+        let ep = k.rt.block_on(endpoints.get_opt("web")).unwrap()?;
+        let not_ready: Vec<_> = ep
+            .subsets?
+            .iter()
+            .flat_map(|s| s.not_ready_addresses.clone().unwrap_or_default())
+            .collect();
+        (not_ready.len() == 1 && not_ready[0].target_ref.as_ref()?.name.as_deref() == Some("slow"))
+            .then_some(())
+    });
+
+    // Nodes get distinct /24 pod CIDRs; a deleted node's range is handed out again.
+    let nodes: Api<Node> = Api::all(kube.client.clone());
+    let cidrs = kube.wait("pod CIDRs on both nodes", |k| {
+        let list =
+            k.rt.block_on(nodes.list(&Default::default()))
+                .unwrap()
+                .items;
+        let c: Vec<String> = list
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+            .collect();
+        (c.len() == 2).then_some(c)
+    });
+    assert_ne!(cidrs[0], cidrs[1]);
+    assert!(
+        cidrs
+            .iter()
+            .all(|c| c.starts_with("10.244.") && c.ends_with(".0/24")),
+        "{cidrs:?}"
+    );
+
+    // podgc: a pod bound to a node that does not exist is removed.
+    kube.pod("d", "stray", json!({"nodeName": "ghost"}), json!({}));
+    kube.wait("the stray pod to be collected", |k| {
+        k.get("d", "stray").is_none().then_some(())
+    });
+
+    // Deleting a namespace deletes what is in it, then the namespace itself.
+    let cms: Api<ConfigMap> = Api::namespaced(kube.client.clone(), "d");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    kube.rt.block_on(cms.create(&cm)).unwrap();
+    let namespaces: Api<Namespace> = Api::all(kube.client.clone());
+    kube.rt
+        .block_on(namespaces.delete("d", &DeleteParams::default()))
+        .unwrap();
+    kube.wait("namespace d to disappear", |k| {
+        k.rt.block_on(namespaces.get_opt("d"))
+            .unwrap()
+            .is_none()
+            .then_some(())
+    });
+    assert!(kube.rt.block_on(cms.get_opt("c")).unwrap().is_none());
+}

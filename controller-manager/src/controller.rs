@@ -137,23 +137,24 @@ impl Expectations {
     }
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The current time as Kubernetes' `Time`.
 pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::from_second(secs)
+        k8s_openapi::jiff::Timestamp::from_second(unix_now())
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     )
 }
 
 /// Seconds since a `Time` (negative if in the future).
 pub fn age_secs(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    secs - t.0.as_second()
+    unix_now() - t.0.as_second()
 }
 
 #[cfg(test)]

@@ -1,22 +1,29 @@
 //! The controller-manager: one daemon running the controllers that reconcile workloads.
 //!
 //! Owns: each controller as a module (`replicaset`, `deployment`, `endpoints`,
-//! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `podgc`) on shared
+//! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`,
+//! `job`, `cronjob` with its `cron` schedules, `daemonset`, `statefulset`, `podgc`) on shared
 //! informers and work queues (`controller` holds the worker loop and expectations),
 //! leader election on `kube-system/kube-controller-manager`.
 //!
 //! Must not: talk to anything but the apiserver, or act while it is not the leader.
 
 pub mod controller;
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use client::serve::{shutdown_signal, Health};
 use std::sync::atomic::Ordering;
@@ -48,6 +55,18 @@ pub struct Config {
     pub concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
     pub concurrent_namespace_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_job_syncs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub concurrent_daemonset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_statefulset_syncs: usize,
+    /// A node whose lease is not renewed for this long is NotReady (Unknown).
+    #[arg(long, default_value = "40s", value_parser = client::flags::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = client::flags::parse_duration)]
+    pub node_monitor_period: std::time::Duration,
     /// Terminated pods kept before podgc deletes the oldest.
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
@@ -68,9 +87,14 @@ pub const ALL: &[&str] = &[
     "garbagecollector",
     "replicaset",
     "deployment",
+    "statefulset",
+    "daemonset",
+    "job",
+    "cronjob",
     "endpoint",
     "endpointslice",
     "nodeipam",
+    "nodelifecycle",
     "podgc",
 ];
 
@@ -191,6 +215,22 @@ async fn run_async(
         config.concurrent_deployment_syncs
     );
     controller!(
+        "statefulset",
+        statefulset::StatefulSetController::new(&ctx),
+        config.concurrent_statefulset_syncs
+    );
+    controller!(
+        "daemonset",
+        daemonset::DaemonSetController::new(&ctx),
+        config.concurrent_daemonset_syncs
+    );
+    controller!(
+        "job",
+        job::JobController::new(&ctx),
+        config.concurrent_job_syncs
+    );
+    controller!("cronjob", cronjob::CronJobController::new(&ctx), 2);
+    controller!(
         "endpoint",
         endpoints::EndpointsController::new(&ctx, endpoints::Kind::Endpoints),
         config.concurrent_endpoint_syncs
@@ -201,6 +241,15 @@ async fn run_async(
         config.concurrent_endpoint_syncs
     );
     controller!("nodeipam", nodeipam::NodeIpamController::new(&ctx, cidr), 1);
+    controller!(
+        "nodelifecycle",
+        nodelifecycle::NodeLifecycleController::new(
+            &ctx,
+            config.node_monitor_grace_period,
+            config.node_monitor_period
+        ),
+        1
+    );
     controller!(
         "podgc",
         podgc::PodGcController::new(&ctx, config.terminated_pod_gc_threshold),

@@ -38,17 +38,16 @@ impl TestClient {
             json!({"metadata": {"name": name, "labels": labels}, "spec": spec}),
         )
         .unwrap();
-        let created = self.rt.block_on(api.create(&n)).unwrap();
-        let mut with_status = created;
-        with_status.status = Some(
-            serde_json::from_value(json!({
-                "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "20"},
-                "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "20"},
-                "conditions": [{"type": "Ready", "status": "True"}]
-            }))
-            .unwrap(),
-        );
-        self.rt.block_on(api.replace_status(&with_status)).unwrap();
+        self.rt.block_on(api.create(&n)).unwrap();
+        // A patch, not a PUT: controllers (node-ipam) may write the node meanwhile.
+        let status = json!({"status": {
+            "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "20"},
+            "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "20"},
+            "conditions": [{"type": "Ready", "status": "True"}]
+        }});
+        self.rt
+            .block_on(api.patch_status(name, &client::Patch::Merge(status)))
+            .unwrap();
     }
 
     pub fn pod(&self, ns: &str, name: &str, spec: Value, labels: Value) {

@@ -30,6 +30,10 @@ struct Env {
 }
 
 fn env(name: &str, nodes: usize) -> Env {
+    env_with(name, nodes, &[])
+}
+
+fn env_with(name: &str, nodes: usize, cm_args: &[&str]) -> Env {
     let run = RunDir::temp(name).unwrap();
     let cp = ControlPlane::start(&run, Flavor::Kvstore).unwrap();
     let kube = TestClient::new(&cp);
@@ -39,12 +43,13 @@ fn env(name: &str, nodes: usize) -> Env {
     let mut scheduler =
         components::spawn(&run, "scheduler", "scheduler", &cp.kubeconfig, &[], false).unwrap();
     scheduler.wait_ready(Duration::from_secs(60)).unwrap();
+    let cm_args: Vec<String> = cm_args.iter().map(|a| a.to_string()).collect();
     let mut cm = components::spawn(
         &run,
         "controller-manager",
         "controller-manager",
         &cp.kubeconfig,
-        &[],
+        &cm_args,
         false,
     )
     .unwrap();

@@ -1,0 +1,291 @@
+//! The statefulset controller: pods with stable names `<name>-<ordinal>` (and hostname,
+//! subdomain = serviceName). OrderedReady creates ordinal i only when all lower ones are
+//! Running and Ready, and removes the highest first, one at a time; Parallel acts on
+//! all at once. RollingUpdate replaces pods from the highest ordinal down to
+//! `partition`, one at a time, each after the previous is Ready again.
+//! (`volumeClaimTemplates` are not provisioned: Rustkube has no storage yet.)
+
+use crate::controller::{self, controller_of, controller_ref, run_workers, Requeue};
+use crate::deployment::template_hash;
+use crate::pods;
+use crate::Context;
+use client::informer::Event;
+use client::{Api, DeleteParams, Informer, WorkQueue};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const HASH_LABEL: &str = "controller-revision-hash";
+const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+
+#[derive(Clone)]
+pub struct StatefulSetController {
+    ctx: Context,
+    sets: Informer<StatefulSet>,
+    pods: Informer<Pod>,
+    queue: WorkQueue<String>,
+}
+
+fn ordinal(set: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(set)?.strip_prefix('-')?.parse().ok()
+}
+
+fn running_and_ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && pods::is_ready(p)
+}
+
+impl StatefulSetController {
+    pub fn new(ctx: &Context) -> Self {
+        let c = StatefulSetController {
+            ctx: ctx.clone(),
+            sets: ctx.factory.informer::<StatefulSet>(),
+            pods: ctx.factory.informer::<Pod>(),
+            queue: WorkQueue::default(),
+        };
+        c.sets
+            .add_handler(controller::enqueue_own::<StatefulSet>(&c.queue));
+        let q = c.queue.clone();
+        c.pods.add_handler(move |ev| {
+            let p = match ev {
+                Event::Add(p) | Event::Update(_, p) | Event::Delete(p) => p,
+            };
+            if let Some(r) = controller_of(&p.metadata).filter(|r| r.kind == "StatefulSet") {
+                q.add(format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    r.name
+                ));
+            }
+        });
+        c
+    }
+
+    pub fn informers(&self) -> Vec<Box<dyn client::informer::Startable>> {
+        vec![Box::new(self.sets.clone()), Box::new(self.pods.clone())]
+    }
+
+    pub fn start(&self, workers: usize) {
+        let me = self.clone();
+        run_workers("statefulset", self.queue.clone(), workers, move |key| {
+            let me = me.clone();
+            async move { me.sync(&key).await }
+        });
+    }
+
+    fn pod(&self, set: &StatefulSet, ordinal: i32, hash: &str) -> Option<Pod> {
+        let spec = set.spec.as_ref()?;
+        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
+        let name = set.metadata.name.as_deref().unwrap_or_default();
+        let pod_name = format!("{name}-{ordinal}");
+        let mut pod = pods::from_template(
+            &spec.template,
+            ns,
+            name,
+            controller_ref("apps/v1", "StatefulSet", &set.metadata),
+        );
+        pod.metadata.generate_name = None;
+        pod.metadata.name = Some(pod_name.clone());
+        let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+        labels.insert(HASH_LABEL.into(), hash.into());
+        labels.insert(POD_NAME_LABEL.into(), pod_name.clone());
+        labels.insert("apps.kubernetes.io/pod-index".into(), ordinal.to_string());
+        let ps = pod.spec.as_mut()?;
+        ps.hostname = Some(pod_name);
+        ps.subdomain = spec.service_name.clone().filter(|s| !s.is_empty());
+        Some(pod)
+    }
+
+    async fn sync(&self, key: &str) -> anyhow::Result<Requeue> {
+        let Some(set) = self.sets.store().get(key) else {
+            return Ok(None);
+        };
+        if set.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let (ns, name) = controller::split(key);
+        let Some(spec) = set.spec.as_ref() else {
+            return Ok(None);
+        };
+        let hash = template_hash(&spec.template);
+        let uid = set.metadata.uid.clone().unwrap_or_default();
+        let replicas = spec.replicas.unwrap_or(1).max(0);
+        let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
+        // Ordinal → pod (terminating ones included: a name is taken until it is gone).
+        let mut by_ordinal: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
+        for p in self.pods.store().in_namespace(ns) {
+            if controller_of(&p.metadata).is_some_and(|r| r.uid == uid) {
+                if let Some(o) = p.metadata.name.as_deref().and_then(|n| ordinal(name, n)) {
+                    by_ordinal.insert(o, p);
+                }
+            }
+        }
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
+        let delete = |p: Arc<Pod>| {
+            let api = api.clone();
+            async move {
+                let dp = DeleteParams {
+                    precondition_uid: p.metadata.uid.clone(),
+                    ..Default::default()
+                };
+                match api
+                    .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!(
+                        "deleting {}: {e}",
+                        p.metadata.name.as_deref().unwrap_or_default()
+                    )),
+                }
+            }
+        };
+        // Failed pods are replaced.
+        for p in by_ordinal.values() {
+            if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+                && p.metadata.deletion_timestamp.is_none()
+            {
+                delete(p.clone()).await?;
+            }
+        }
+        'create: {
+            // Scale up: the missing ordinals, in order (one at a time unless Parallel).
+            for o in 0..replicas {
+                match by_ordinal.get(&o) {
+                    None => {
+                        if let Some(pod) = self.pod(&set, o, &hash) {
+                            match api.create(&pod).await {
+                                Ok(_) => self.ctx.recorder.record(
+                                    set.as_ref(),
+                                    "Normal",
+                                    "SuccessfulCreate",
+                                    &format!(
+                                        "create Pod {name}-{o} in StatefulSet {name} successful"
+                                    ),
+                                ),
+                                Err(e) if e.is_already_exists() => {}
+                                Err(e) => return Err(anyhow::anyhow!("creating {name}-{o}: {e}")),
+                            }
+                        }
+                        if !parallel {
+                            break 'create;
+                        }
+                    }
+                    Some(p) if !parallel && !running_and_ready(p) => break 'create,
+                    _ => {}
+                }
+            }
+            // Scale down: the highest ordinal first (all at once if Parallel), only when
+            // the rest are healthy.
+            let extra: Vec<Arc<Pod>> = by_ordinal
+                .range(replicas..)
+                .rev()
+                .map(|(_, p)| p.clone())
+                .collect();
+            for p in extra {
+                if p.metadata.deletion_timestamp.is_some() {
+                    if !parallel {
+                        break 'create;
+                    }
+                    continue;
+                }
+                delete(p.clone()).await?;
+                self.ctx.recorder.record(
+                    set.as_ref(),
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!(
+                        "delete Pod {} in StatefulSet {name} successful",
+                        p.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                );
+                if !parallel {
+                    break 'create;
+                }
+            }
+            // Rolling update: from the highest ordinal down to the partition, one at a time.
+            let rolling = spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.type_.as_deref())
+                .unwrap_or("RollingUpdate")
+                == "RollingUpdate";
+            let partition = spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.as_ref())
+                .and_then(|r| r.partition)
+                .unwrap_or(0);
+            if rolling {
+                let all_healthy = (0..replicas).all(|o| {
+                    by_ordinal.get(&o).is_some_and(|p| {
+                        running_and_ready(p) && p.metadata.deletion_timestamp.is_none()
+                    })
+                });
+                if all_healthy {
+                    for o in (partition..replicas).rev() {
+                        let Some(p) = by_ordinal.get(&o) else {
+                            continue;
+                        };
+                        if p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) != Some(&hash)
+                        {
+                            delete(p.clone()).await?;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Status.
+        let live: Vec<&Arc<Pod>> = by_ordinal.values().filter(|p| pods::is_active(p)).collect();
+        let updated = live
+            .iter()
+            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+            .count() as i32;
+        let ready = live.iter().filter(|p| pods::is_ready(p)).count() as i32;
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let available = live
+            .iter()
+            .filter(|p| pods::is_available(p, min_ready))
+            .count() as i32;
+        let old = set.status.clone().unwrap_or_default();
+        let current_revision = if updated == replicas && live.len() as i32 == replicas {
+            Some(hash.clone())
+        } else {
+            old.current_revision.clone().or(Some(hash.clone()))
+        };
+        let status = StatefulSetStatus {
+            observed_generation: set.metadata.generation,
+            replicas: live.len() as i32,
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
+            current_replicas: Some(
+                live.iter()
+                    .filter(|p| {
+                        p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL))
+                            == current_revision.as_ref()
+                    })
+                    .count() as i32,
+            ),
+            updated_replicas: Some(updated),
+            current_revision,
+            update_revision: Some(hash),
+            collision_count: old.collision_count,
+            conditions: old.conditions.clone(),
+        };
+        if set.status.as_ref() != Some(&status) {
+            let mut s = set.as_ref().clone();
+            s.status = Some(status);
+            let api: Api<StatefulSet> = Api::namespaced(self.ctx.client.clone(), ns);
+            match api.replace_status(&s).await {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() || e.is_not_found() => {
+                    return Ok(Some(std::time::Duration::from_millis(100)))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+}

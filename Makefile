@@ -12,7 +12,7 @@ SHELL      := /bin/bash
 # site-packages); the tests find it here.
 PYVENV     := $(CURDIR)/target/pyvenv
 
-.PHONY: all build test e2e run down status bench bench-kvstore bench-apiserver bench-scheduler lint fmt deps
+.PHONY: all build test e2e run down status bench bench-kvstore bench-apiserver bench-scheduler bench-controllers lint fmt deps
 
 all: build
 
@@ -52,7 +52,7 @@ status:
 	./target/debug/local-cluster status --dir $(CLUSTER)
 
 ## bench: every benchmark, each printing ratios against its reference measured in the same run.
-bench: bench-kvstore bench-apiserver bench-scheduler
+bench: bench-kvstore bench-apiserver bench-scheduler bench-controllers
 
 ## bench-kvstore: the same load against Debian's etcd 3.4 and the kvstore, with ratios.
 bench-kvstore: deps
@@ -68,6 +68,11 @@ bench-apiserver: deps
 bench-scheduler: deps
 	$(CARGO) build --release --bins
 	RUSTKUBE_BIN_DIR=$(CURDIR)/target/release ./target/release/bench-scheduler
+
+## bench-controllers: a 5000-pod ReplicaSet against raw pod creates, and a 1000-pod Deployment's rolling update.
+bench-controllers: deps
+	$(CARGO) build --release --bins
+	RUSTKUBE_BIN_DIR=$(CURDIR)/target/release ./target/release/bench-controllers
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -426,10 +426,14 @@ impl Store {
             .and_then(Value::as_str)
             .unwrap_or("")
             .is_empty();
+        // With generateName, a name that turns out taken is generated again (up to 8
+        // tries), as Kubernetes' apiserver does since 1.32.
+        let mut generate_from = None;
         if name_empty {
             if let Some(base) = meta.get("generateName").and_then(Value::as_str) {
                 if !base.is_empty() {
                     let generated = api::names::generate_name(base);
+                    generate_from = Some(base.to_string());
                     meta.insert("name".into(), json!(generated));
                 }
             }
@@ -462,7 +466,7 @@ impl Store {
                 "",
             );
         }
-        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let causes = validation::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info, &name, causes));
@@ -470,7 +474,8 @@ impl Store {
         if info.namespaced {
             self.check_namespace(info, ns, &name).await?;
         }
-        let key = info.storage_key(ns, &name);
+        let mut key = info.storage_key(ns, &name);
+        let mut name_tries = 0;
         let is_service = info.group.is_empty() && info.kind == "Service";
         let user_ip = obj["spec"]["clusterIP"]
             .as_str()
@@ -500,7 +505,15 @@ impl Store {
                 Err(WriteError::Api(e)) => return Err(e),
                 Err(WriteError::Conflict {
                     current: Some(_), ..
-                }) => return Err(ApiError::already_exists(info, &name)),
+                }) => match &generate_from {
+                    Some(base) if name_tries < 8 => {
+                        name_tries += 1;
+                        name = api::names::generate_name(base);
+                        meta_mut(&mut obj).insert("name".into(), json!(name));
+                        key = info.storage_key(ns, &name);
+                    }
+                    _ => return Err(ApiError::already_exists(info, &name)),
+                },
                 Err(WriteError::Conflict {
                     current: None,
                     taken: t,

@@ -1,10 +1,10 @@
 //! The replicaset controller: keeps `spec.replicas` pods matching a ReplicaSet's selector.
 //!
 //! It adopts orphans that match (adding itself as controller owner) and releases pods
-//! that stop matching; creates in batches that double (1, 2, 4, …, as Kubernetes' slow
-//! start, so a failing template costs one error, not hundreds); on scale-down deletes the
-//! least useful pods first (unscheduled, then pending, then not ready, then the
-//! youngest); and writes status (replicas, fullyLabeledReplicas, readyReplicas,
+//! that stop matching; creates with a window that doubles (1, 2, 4, … in flight, like
+//! Kubernetes' slow start, so a failing template costs one error, not hundreds); on
+//! scale-down deletes the least useful pods first (unscheduled, then pending, then not
+//! ready, then the youngest); and writes status (replicas, fullyLabeledReplicas, readyReplicas,
 //! availableReplicas with minReadySeconds, observedGeneration).
 
 use crate::controller::{
@@ -23,6 +23,29 @@ use std::time::Duration;
 
 /// Pods created or deleted per sync at most (Kubernetes' burstReplicas).
 const BURST: usize = 500;
+/// Creates in flight at most.
+const MAX_WINDOW: usize = 256;
+
+/// The create window each ReplicaSet reached (see `create_pods`).
+#[derive(Clone, Default)]
+struct Windows(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+impl Windows {
+    fn get(&self, key: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(1)
+    }
+    fn set(&self, key: &str, w: usize) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), w);
+    }
+}
 
 #[derive(Clone)]
 pub struct ReplicaSetController {
@@ -31,6 +54,7 @@ pub struct ReplicaSetController {
     pods: Informer<Pod>,
     queue: WorkQueue<String>,
     expectations: Expectations,
+    windows: Windows,
 }
 
 /// The ReplicaSets in the pod's namespace whose selector matches it.
@@ -58,6 +82,7 @@ impl ReplicaSetController {
             pods: ctx.factory.informer::<Pod>(),
             queue: WorkQueue::default(),
             expectations: Expectations::default(),
+            windows: Windows::default(),
         };
         c.sets
             .add_handler(controller::enqueue_own::<ReplicaSet>(&c.queue));
@@ -126,6 +151,11 @@ impl ReplicaSetController {
     async fn sync(&self, key: &str) -> anyhow::Result<Requeue> {
         let Some(rs) = self.sets.store().get(key) else {
             self.expectations.forget(key);
+            self.windows
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
             return Ok(None);
         };
         let (ns, name) = controller::split(key);
@@ -232,42 +262,52 @@ impl ReplicaSetController {
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
         let owner = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
         let pod = pods::from_template(template, ns, name, owner);
-        let mut done = 0;
-        let mut batch = 1;
-        while done < n {
-            let size = batch.min(n - done);
-            let results = futures::future::join_all((0..size).map(|_| api.create(&pod))).await;
-            let mut failed = None;
-            for r in results {
-                match r {
-                    Ok(p) => self.ctx.recorder.record(
+        // Slow start as a window of creates in flight: one at first, doubling with each
+        // success (so a failing template costs one error); the window a ReplicaSet
+        // reached is remembered for its next sync, and reset by a failure.
+        let mut window = self.windows.get(&key).max(1);
+        let mut launched = 0;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut failed = None;
+        loop {
+            while failed.is_none() && launched < n && in_flight.len() < window {
+                in_flight.push(api.create(&pod));
+                launched += 1;
+            }
+            let Some(r) = futures::StreamExt::next(&mut in_flight).await else {
+                break;
+            };
+            match r {
+                Ok(p) => {
+                    window = (window * 2).min(MAX_WINDOW);
+                    self.ctx.recorder.record(
                         rs,
                         "Normal",
                         "SuccessfulCreate",
                         &format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
-                    ),
-                    Err(e) => {
-                        self.expectations.creation_observed(&key);
-                        failed = Some(e);
-                    }
+                    );
                 }
-            }
-            done += size;
-            if let Some(e) = failed {
-                // The rest will not be created this round: stop expecting them.
-                for _ in done..n {
+                Err(e) => {
                     self.expectations.creation_observed(&key);
+                    failed = Some(e);
                 }
-                self.ctx.recorder.record(
-                    rs,
-                    "Warning",
-                    "FailedCreate",
-                    &format!("Error creating: {e}"),
-                );
-                return Err(anyhow::anyhow!("creating pods for {key}: {e}"));
             }
-            batch *= 2;
         }
+        if let Some(e) = failed {
+            self.windows.set(&key, 1);
+            // The rest will not be created this round: stop expecting them.
+            for _ in launched..n {
+                self.expectations.creation_observed(&key);
+            }
+            self.ctx.recorder.record(
+                rs,
+                "Warning",
+                "FailedCreate",
+                &format!("Error creating: {e}"),
+            );
+            return Err(anyhow::anyhow!("creating pods for {key}: {e}"));
+        }
+        self.windows.set(&key, window);
         Ok(())
     }
 

@@ -476,3 +476,122 @@ fn namespaces_service_accounts_endpoints_node_cidrs_and_pod_gc() {
     });
     assert!(kube.rt.block_on(cms.get_opt("c")).unwrap().is_none());
 }
+
+#[test]
+fn two_controller_managers_killing_the_leader_mid_rollout() {
+    let run = RunDir::temp("ctl-leader").unwrap();
+    let cp = ControlPlane::start(&run, Flavor::Kvstore).unwrap();
+    let kube = TestClient::new(&cp);
+    for i in 0..3 {
+        kube.node(&format!("n{i}"), json!({}), json!({}), "100");
+    }
+    let mut scheduler =
+        components::spawn(&run, "scheduler", "scheduler", &cp.kubeconfig, &[], false).unwrap();
+    scheduler.wait_ready(Duration::from_secs(60)).unwrap();
+    let flags: Vec<String> = [
+        "--leader-elect",
+        "--leader-elect-lease-duration=3s",
+        "--leader-elect-renew-deadline=2s",
+        "--leader-elect-retry-period=500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(kube.client.clone(), "kube-system");
+    let holder = |k: &TestClient| -> Option<String> {
+        k.rt.block_on(leases.get_opt("kube-controller-manager"))
+            .unwrap()?
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
+    };
+    let mut first = components::spawn(
+        &run,
+        "cm-a",
+        "controller-manager",
+        &cp.kubeconfig,
+        &flags,
+        false,
+    )
+    .unwrap();
+    first.wait_ready(Duration::from_secs(60)).unwrap();
+    let leader = kube.wait("a leader", holder);
+    let mut second = components::spawn(
+        &run,
+        "cm-b",
+        "controller-manager",
+        &cp.kubeconfig,
+        &flags,
+        false,
+    )
+    .unwrap();
+    second.wait_ready(Duration::from_secs(60)).unwrap();
+    let _kubelet = {
+        let _g = kube.rt.enter();
+        FakeKubelet::start(kube.client.clone())
+    };
+    kube.namespace("d");
+    let strategy =
+        "  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 2, maxUnavailable: 0}}\n";
+    let f = write(
+        &run,
+        "web.yaml",
+        &deployment("web", 12, "busybox:1.36", strategy),
+    );
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    cp.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deploy/web",
+        "-n",
+        "d",
+        "--timeout=60s",
+    ])
+    .unwrap();
+    cp.kubectl_ok(&["set", "image", "deploy/web", "-n", "d", "c=busybox:1.37"])
+        .unwrap();
+    // Mid-rollout: some new pods exist, old ones remain.
+    kube.wait("the rollout to be under way", |k| {
+        let pods = live(k, "d", "web");
+        let new = pods
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("busybox:1.37")
+            })
+            .count();
+        (new > 0 && new < 12).then_some(())
+    });
+    first.process.kill().unwrap();
+    kube.wait("the standby to lead", |k| {
+        holder(k).filter(|h| *h != leader)
+    });
+    let out = cp
+        .kubectl_ok(&[
+            "rollout",
+            "status",
+            "deploy/web",
+            "-n",
+            "d",
+            "--timeout=90s",
+        ])
+        .unwrap();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = kube.wait("exactly 12 pods, all new", |k| {
+        let all = k.pods("d", "app=web");
+        (all.len() == 12
+            && all.iter().all(|p| {
+                p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("busybox:1.37")
+            }))
+        .then_some(all)
+    });
+    assert!(pods.iter().all(ready));
+    let sets: Api<ReplicaSet> = Api::namespaced(kube.client.clone(), "d");
+    let rs = kube
+        .rt
+        .block_on(sets.list(&Default::default()))
+        .unwrap()
+        .items;
+    assert_eq!(rs.len(), 2, "one ReplicaSet per template");
+    drop(second);
+}

@@ -595,3 +595,110 @@ fn two_controller_managers_killing_the_leader_mid_rollout() {
     assert_eq!(rs.len(), 2, "one ReplicaSet per template");
     drop(second);
 }
+
+#[test]
+fn pause_resume_progress_deadline_and_adoption() {
+    let e = env("ctl-more", 2);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("d");
+    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), "d");
+    let progressing = |k: &TestClient, name: &str| -> Option<(String, String)> {
+        let d = k.rt.block_on(deployments.get(name)).unwrap();
+        let c = d
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")?;
+        Some((c.status, c.reason.unwrap_or_default()))
+    };
+    // Pause: a template change waits; resume rolls it out.
+    let f = write(&e.run, "p.yaml", &deployment("p", 2, "busybox:1.36", ""));
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    cp.kubectl_ok(&["rollout", "status", "deploy/p", "-n", "d", "--timeout=60s"])
+        .unwrap();
+    cp.kubectl_ok(&["rollout", "pause", "deploy/p", "-n", "d"])
+        .unwrap();
+    cp.kubectl_ok(&["set", "image", "deploy/p", "-n", "d", "c=busybox:1.37"])
+        .unwrap();
+    kube.wait("Progressing=Unknown (DeploymentPaused)", |k| {
+        (progressing(k, "p") == Some(("Unknown".into(), "DeploymentPaused".into()))).then_some(())
+    });
+    let sets: Api<ReplicaSet> = Api::namespaced(kube.client.clone(), "d");
+    let count = |k: &TestClient| {
+        k.rt.block_on(sets.list(&client::ListParams::default().labels("app=p")))
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(
+        count(kube),
+        1,
+        "a paused deployment starts no new ReplicaSet"
+    );
+    cp.kubectl_ok(&["rollout", "resume", "deploy/p", "-n", "d"])
+        .unwrap();
+    let out = cp
+        .kubectl_ok(&["rollout", "status", "deploy/p", "-n", "d", "--timeout=60s"])
+        .unwrap();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(count(kube), 2);
+
+    // Pods that never become ready: the progress deadline passes.
+    let stuck = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: stuck, namespace: d}}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 2\n  selector: {{matchLabels: {{app: stuck}}}}\n  template:\n    metadata: {{labels: {{app: stuck, {NOT_READY_LABEL}: 'false'}}}}\n    spec:\n      containers: [{{name: c, image: busybox:1.36}}]\n"
+    );
+    let f = write(&e.run, "stuck.yaml", &stuck);
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    kube.wait("ProgressDeadlineExceeded", |k| {
+        (progressing(k, "stuck") == Some(("False".into(), "ProgressDeadlineExceeded".into())))
+            .then_some(())
+    });
+    let err = cp
+        .kubectl_err(&[
+            "rollout",
+            "status",
+            "deploy/stuck",
+            "-n",
+            "d",
+            "--timeout=20s",
+        ])
+        .unwrap();
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+
+    // A ReplicaSet adopts a matching orphan and releases a pod relabelled away.
+    let bare = json!({"containers": [{"name": "c", "image": "busybox:1.36"}]});
+    kube.pod("d", "orphan", bare, json!({"app": "adopt"}));
+    let rs = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: adopt, namespace: d}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: adopt}}\n  template:\n    metadata: {labels: {app: adopt}}\n    spec:\n      containers: [{name: c, image: busybox:1.36}]\n";
+    let f = write(&e.run, "rs.yaml", rs);
+    cp.kubectl_ok(&["apply", "-f", &f]).unwrap();
+    let owner_of = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .as_ref()
+            .and_then(|r| r.first())
+            .map(|r| r.name.clone())
+    };
+    kube.wait("the orphan adopted, one more created", |k| {
+        let pods = live(k, "d", "adopt");
+        (pods.len() == 2
+            && pods.iter().all(|p| owner_of(p).as_deref() == Some("adopt"))
+            && pods
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some("orphan")))
+        .then_some(())
+    });
+    cp.kubectl_ok(&[
+        "label",
+        "pod",
+        "orphan",
+        "-n",
+        "d",
+        "app=gone",
+        "--overwrite",
+    ])
+    .unwrap();
+    kube.wait("the relabelled pod released and replaced", |k| {
+        let released = k.get("d", "orphan").is_some_and(|p| owner_of(&p).is_none());
+        (released && live(k, "d", "adopt").len() == 2).then_some(())
+    });
+}

@@ -392,3 +392,39 @@ fn an_unreachable_node_is_tainted_and_its_pods_evicted() {
         .then_some(())
     });
 }
+
+#[test]
+fn statefulset_partitioned_rolling_update() {
+    let e = env("wl-partition", &[]);
+    let kube = &e.kube;
+    kube.node("n0", json!({}), json!({}), "100");
+    let sts = |image: &str| {
+        format!("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db, namespace: w}}\nspec:\n  serviceName: db\n  replicas: 3\n  updateStrategy: {{type: RollingUpdate, rollingUpdate: {{partition: 1}}}}\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers: [{{name: c, image: {image}}}]\n")
+    };
+    apply(&e, "sts.yaml", &sts("busybox:1.36"));
+    kube.wait("3 running pods", |k| {
+        (running(k, "app=db").len() == 3).then_some(())
+    });
+    apply(&e, "sts2.yaml", &sts("busybox:1.37"));
+    let image_of = |k: &TestClient, n: &str| -> Option<String> {
+        let p = running(k, "app=db")
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some(n))?;
+        p.spec?.containers[0].image.clone()
+    };
+    kube.wait("db-1 and db-2 updated", |k| {
+        (image_of(k, "db-2").as_deref() == Some("busybox:1.37")
+            && image_of(k, "db-1").as_deref() == Some("busybox:1.37"))
+        .then_some(())
+    });
+    let sets: Api<StatefulSet> = Api::namespaced(kube.client.clone(), "w");
+    kube.wait("status: 2 updated of 3", |k| {
+        let st = k.rt.block_on(sets.get("db")).unwrap().status?;
+        (st.updated_replicas == Some(2) && st.ready_replicas == Some(3)).then_some(())
+    });
+    assert_eq!(
+        image_of(kube, "db-0").as_deref(),
+        Some("busybox:1.36"),
+        "below the partition: untouched"
+    );
+}

@@ -31,6 +31,7 @@ pub mod managed;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod rest;
 pub mod server;
 pub mod storage;

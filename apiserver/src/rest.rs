@@ -195,7 +195,7 @@ pub fn list_json(
     out
 }
 
-/// Decodes a request body: JSON or YAML; protobuf and anything else is 415.
+/// Decodes a request body: JSON, YAML or Kubernetes protobuf; anything else is 415.
 fn decode_body(content_type: &str, bytes: &[u8]) -> Result<Value> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     match ct {
@@ -203,6 +203,8 @@ fn decode_body(content_type: &str, bytes: &[u8]) -> Result<Value> {
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -867,8 +869,9 @@ mod tests {
             decode_body("application/vnd.kubernetes.protobuf", b"k8s")
                 .unwrap_err()
                 .code,
-            415
+            400
         );
+        assert_eq!(decode_body("application/cbor", b"x").unwrap_err().code, 415);
     }
 
     #[test]

@@ -348,6 +348,212 @@ fn suite(cp: &ControlPlane, run: &RunDir, kubectl: &str) {
         .is_empty());
     ok(&["uncordon", "n1"]);
 
+    // Typed generators send protobuf bodies.
+    ok(&[
+        "create",
+        "deployment",
+        "pb",
+        "--image=busybox:1.36",
+        "--replicas=2",
+        "-n",
+        "f1",
+    ]);
+    let d = get(&["deploy", "pb", "-n", "f1"]);
+    assert_eq!(d["spec"]["replicas"], 2, "{d}");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.36"
+    );
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "pb");
+    ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "pbs",
+        "--tcp=80:8080",
+        "-n",
+        "f1",
+    ]);
+    let svc = get(&["svc", "pbs", "-n", "f1"]);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80, "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "{svc}");
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.")),
+        "{svc}"
+    );
+    ok(&[
+        "create",
+        "configmap",
+        "pbc",
+        "--from-literal=a=b",
+        "-n",
+        "f1",
+    ]);
+    assert_eq!(get(&["cm", "pbc", "-n", "f1"])["data"]["a"], "b");
+    ok(&[
+        "create",
+        "secret",
+        "generic",
+        "pbsec",
+        "--from-literal=k=v",
+        "-n",
+        "f1",
+    ]);
+    assert_eq!(get(&["secret", "pbsec", "-n", "f1"])["data"]["k"], "dg==");
+    ok(&["create", "job", "pbj", "--image=busybox:1.36", "-n", "f1"]);
+    assert_eq!(
+        get(&["job", "pbj", "-n", "f1"])["spec"]["template"]["spec"]["restartPolicy"],
+        "Never"
+    );
+    ok(&[
+        "create",
+        "cronjob",
+        "pbcj",
+        "--image=busybox:1.36",
+        "--schedule=*/5 * * * *",
+        "-n",
+        "f1",
+    ]);
+    assert_eq!(
+        get(&["cronjob", "pbcj", "-n", "f1"])["spec"]["schedule"],
+        "*/5 * * * *"
+    );
+    ok(&["create", "serviceaccount", "pbsa", "-n", "f1"]);
+    ok(&["create", "namespace", "pbns"]);
+    assert_eq!(get(&["ns", "pbns"])["status"]["phase"], "Active");
+    for (kind, name) in [
+        ("deploy", "pb"),
+        ("svc", "pbs"),
+        ("cm", "pbc"),
+        ("secret", "pbsec"),
+        ("job", "pbj"),
+        ("cronjob", "pbcj"),
+        ("sa", "pbsa"),
+    ] {
+        ok(&["delete", kind, name, "-n", "f1", "--wait=false"]);
+    }
+    ok(&["delete", "ns", "pbns", "--wait=false"]);
+
+    // dryRun=All on every kind of write persists nothing.
+    let before = get(&["deploy", "web", "-n", "f1"]);
+    let rv = before["metadata"]["resourceVersion"].clone();
+    ok(&[
+        "scale",
+        "deploy/web",
+        "-n",
+        "f1",
+        "--replicas=7",
+        "--dry-run=server",
+    ]);
+    ok(&[
+        "label",
+        "deploy/web",
+        "-n",
+        "f1",
+        "dry=run",
+        "--dry-run=server",
+    ]);
+    ok(&[
+        "annotate",
+        "deploy/web",
+        "-n",
+        "f1",
+        "dry=run",
+        "--dry-run=server",
+    ]);
+    ok(&[
+        "set",
+        "image",
+        "deploy/web",
+        "-n",
+        "f1",
+        "*=busybox:9",
+        "--dry-run=server",
+    ]);
+    ok(&[
+        "patch",
+        "deploy/web",
+        "-n",
+        "f1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":9}}"#,
+        "--dry-run=server",
+    ]);
+    ok(&["delete", "deploy/web", "-n", "f1", "--dry-run=server"]);
+    let dry = write(
+        run,
+        "dry.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry, namespace: f1}\ndata: {a: b}\n",
+    );
+    ok(&["create", "-f", &dry, "--dry-run=server"]);
+    ok(&["apply", "-f", &dry, "--dry-run=server"]);
+    ok(&["apply", "--server-side", "-f", &dry, "--dry-run=server"]);
+    ok(&[
+        "create",
+        "deployment",
+        "drypb",
+        "--image=busybox:1.36",
+        "-n",
+        "f1",
+        "--dry-run=server",
+    ]);
+    let after = get(&["deploy", "web", "-n", "f1"]);
+    assert_eq!(
+        after["metadata"]["resourceVersion"], rv,
+        "a dry run wrote the deployment"
+    );
+    assert!(
+        !k(&["get", "cm", "dry", "-n", "f1"]).0,
+        "a dry-run create persisted"
+    );
+    assert!(
+        !k(&["get", "deploy", "drypb", "-n", "f1"]).0,
+        "a dry-run protobuf create persisted"
+    );
+
+    // Output formats.
+    assert!(ok(&["get", "deploy", "-n", "f1", "-o", "name"]).contains("deployment.apps/web"));
+    assert!(ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "f1",
+        "-o",
+        "jsonpath={.spec.replicas}"
+    ])
+    .trim()
+    .parse::<u32>()
+    .is_ok());
+    let cols = ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "f1",
+        "-o",
+        "custom-columns=NAME:.metadata.name,IMAGE:.spec.template.spec.containers[0].image",
+    ]);
+    assert!(cols.contains("NAME") && cols.contains("web"), "{cols}");
+    let tpl = ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "f1",
+        "-o",
+        "go-template={{.metadata.name}}",
+    ]);
+    assert_eq!(tpl.trim(), "web");
+    let wide = ok(&["get", "deploy", "web", "-n", "f1", "-o", "wide"]);
+    assert!(
+        wide.contains("CONTAINERS") && wide.contains("SELECTOR"),
+        "{wide}"
+    );
+
     // Server-side apply: create, conflict with another manager, force.
     let ssa = |replicas: u32, image: &str| {
         format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: ssa, namespace: f1}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: ssa}}}}\n  template:\n    metadata: {{labels: {{app: ssa}}}}\n    spec:\n      containers: [{{name: c, image: {image}}}]\n")

@@ -5,7 +5,9 @@
 //!
 //! Start with [`process::Process`] (one daemon), [`kvstore::KvCluster`] (a kvstore or
 //! etcd group) and [`apiserver::ControlPlane`] (a store and an apiserver with PKI and
-//! kubeconfig); [`cluster`] is what `local-cluster` runs.
+//! kubeconfig); [`components`] starts the scheduler and controller-manager,
+//! [`kube::TestClient`] drives the API in tests, [`fake_kubelet`] stands in for kubelets;
+//! [`cluster`] is what `local-cluster` runs.
 //!
 //! Must not: link any daemon crate (tests drive the real binaries and real clients), or
 //! signal a process it did not start.

@@ -215,49 +215,39 @@ impl pb::resources_server::Resources for Grpc {
         let timeout = (m.timeout_seconds > 0).then_some(m.timeout_seconds as u64);
         let params = watch_params(info, ns_opt(&r), &opts, m.allow_bookmarks, timeout)
             .map_err(|e| e.to_grpc())?;
-        let mut rx = watch::start(
+        let rx = watch::start(
             self.server.store.cache(info).clone(),
             self.server.store.storage.clone(),
             params,
         );
-        let gauge = self.server.metrics.watchers.clone();
-        gauge.inc();
-        let stream = async_stream(
-            move |tx: tokio::sync::mpsc::Sender<Result<pb::WatchEvent, Status>>| async move {
-                while let Some(out) = rx.recv().await {
-                    let ev = match out {
-                        Out::Event {
-                            kind,
-                            object: o,
-                            json,
-                        } => pb::WatchEvent {
-                            r#type: kind.to_string(),
-                            object: Some(pb::Object {
-                                json: json.unwrap_or_else(|| {
-                                    Bytes::from(serde_json::to_vec(&*o).unwrap_or_default())
-                                }),
-                            }),
-                        },
-                        Out::Bookmark(rv) => pb::WatchEvent {
-                            r#type: "BOOKMARK".into(),
-                            object: Some(object(
-                                &json!({"kind": info.kind, "apiVersion": info.api_version(),
-                            "metadata": {"resourceVersion": rv.to_string()}}),
-                            )),
-                        },
-                        Out::Error(e) => pb::WatchEvent {
-                            r#type: "ERROR".into(),
-                            object: Some(object(&e.to_status())),
-                        },
-                    };
-                    if tx.send(Ok(ev)).await.is_err() {
-                        break;
-                    }
-                }
-                gauge.dec();
-            },
-        );
-        Ok(Response::new(stream))
+        let stream = watch::stream(rx, self.server.metrics.watchers.clone(), move |out| {
+            Ok(match out {
+                Out::Event {
+                    kind,
+                    object: o,
+                    json,
+                } => pb::WatchEvent {
+                    r#type: kind.to_string(),
+                    object: Some(pb::Object {
+                        json: json.unwrap_or_else(|| {
+                            Bytes::from(serde_json::to_vec(&*o).unwrap_or_default())
+                        }),
+                    }),
+                },
+                Out::Bookmark(rv) => pb::WatchEvent {
+                    r#type: "BOOKMARK".into(),
+                    object: Some(object(
+                        &json!({"kind": info.kind, "apiVersion": info.api_version(),
+                        "metadata": {"resourceVersion": rv.to_string()}}),
+                    )),
+                },
+                Out::Error(e) => pb::WatchEvent {
+                    r#type: "ERROR".into(),
+                    object: Some(object(&e.to_status())),
+                },
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn create(
@@ -395,15 +385,4 @@ impl pb::resources_server::Resources for Grpc {
         };
         Ok(Response::new(object(&o)))
     }
-}
-
-/// A stream fed by a task: the task gets the sender and ends when the client goes away.
-fn async_stream<F, Fut>(f: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::WatchEvent, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

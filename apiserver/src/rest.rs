@@ -486,11 +486,12 @@ async fn serve(
                 );
                 return Ok(json_response(200, &tv));
             }
-            Ok(respond(
-                200,
-                "application/json",
-                list_json(info, &r.items, r.revision, r.continue_token.as_deref()),
-            ))
+            let body = list_json(info, &r.items, r.revision, r.continue_token.as_deref());
+            // Freeing thousands of decoded objects takes a while: not on the reply's path.
+            if r.items.len() > 1000 {
+                tokio::task::spawn_blocking(move || drop(r));
+            }
+            Ok(respond(200, "application/json", body))
         }
         "watch" => watch_response(server, t, q, table, include_object),
         "get" => {
@@ -763,25 +764,20 @@ fn watch_response(
         bool_param(q, "allowWatchBookmarks"),
         timeout,
     )?;
-    let mut rx = watch::start(
+    let rx = watch::start(
         server.store.cache(info).clone(),
         server.store.storage.clone(),
         params,
     );
-    let (tx, body_rx) =
-        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, BoxError>>(64);
-    let gauge = server.metrics.watchers.clone();
-    gauge.inc();
-    tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let line = watch_line(info, out, table, include_object);
-            if tx.send(Ok(hyper::body::Frame::data(line))).await.is_err() {
-                break;
-            }
-        }
-        gauge.dec();
+    let frames = watch::stream(rx, server.metrics.watchers.clone(), move |out| {
+        Ok::<_, BoxError>(hyper::body::Frame::data(watch_line(
+            info,
+            out,
+            table,
+            include_object,
+        )))
     });
-    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(body_rx));
+    let body = StreamBody::new(frames);
     let mut r = Response::new(BodyExt::boxed_unsync(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

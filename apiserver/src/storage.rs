@@ -4,7 +4,7 @@
 
 use crate::error::{ApiError, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,7 +67,13 @@ pub const PAGE: i64 = 500;
 #[derive(Clone)]
 pub struct Storage {
     client: Client,
+    /// For ranges: responses as large as the store sends (Kubernetes allows 2 GiB too),
+    /// so an unlimited list is one read at one revision.
+    kv: KvClient,
 }
+
+/// The largest range response accepted (Go's math.MaxInt32, as kube-apiserver sets).
+const MAX_RESPONSE: usize = i32::MAX as usize;
 
 fn read_pem(flag: &str, path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag}: reading {}: {e}", path.display()))
@@ -122,7 +128,10 @@ impl Storage {
                 Ok::<_, etcd_client::Error>(c)
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-                Ok(Ok(client)) => return Ok(Storage { client }),
+                Ok(Ok(client)) => {
+                    let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
+                    return Ok(Storage { client, kv });
+                }
                 Ok(Err(e)) if start.elapsed() > deadline => {
                     anyhow::bail!("--etcd-servers {}: {e}", config.servers.join(","))
                 }
@@ -174,16 +183,21 @@ impl Storage {
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
-        let mut resp = self.client.clone().get(start, Some(opts)).await?;
+        let mut resp = self.kv.clone().get(start, Some(opts)).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let more = resp.more();
         let items = resp
             .take_kvs()
             .into_iter()
-            .map(|kv| Stored {
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                mod_revision: kv.mod_revision(),
-                value: kv.value().to_vec(),
+            .map(|kv| {
+                let mod_revision = kv.mod_revision();
+                let (key, value) = kv.into_key_value();
+                Stored {
+                    key: String::from_utf8(key)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    mod_revision,
+                    value,
+                }
             })
             .collect();
         Ok(Page {
@@ -193,45 +207,9 @@ impl Storage {
         })
     }
 
-    /// Every key under `prefix` at one revision (0 = latest), read in pages so no single
-    /// response exceeds the client's 4 MiB message limit.
+    /// Every key under `prefix` at one revision (0 = latest), in one read.
     pub async fn range_all(&self, prefix: &str, revision: i64) -> Result<Page> {
-        let mut out = Page::default();
-        let mut start = prefix.to_string();
-        let mut rev = revision;
-        loop {
-            let page = self.range_adaptive(prefix, &start, PAGE, rev).await?;
-            if rev == 0 {
-                rev = page.revision;
-            }
-            if let Some(last) = page.items.last() {
-                start = format!("{}\0", last.key);
-            }
-            let more = page.more && !page.items.is_empty();
-            out.items.extend(page.items);
-            if !more {
-                out.revision = rev;
-                return Ok(out);
-            }
-        }
-    }
-
-    /// `range`, halving the page when a response would be too large for the client
-    /// (large objects), down to one key per page.
-    pub async fn range_adaptive(
-        &self,
-        prefix: &str,
-        start: &str,
-        limit: i64,
-        revision: i64,
-    ) -> Result<Page> {
-        let mut limit = limit.max(1);
-        loop {
-            match self.range(prefix, start, limit, revision).await {
-                Err(e) if limit > 1 && e.message.contains("message length too large") => limit /= 2,
-                other => return other,
-            }
-        }
+        self.range(prefix, prefix, 0, revision).await
     }
 
     /// Creates `key` if it does not exist, with the side keys, atomically. Returns the

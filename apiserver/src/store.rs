@@ -293,13 +293,14 @@ impl Store {
         let mut key = start.to_string();
         let mut rev = revision;
         loop {
-            // Pages of at least 100 keys (selectors may skip many), at most PAGE.
+            // A paged list reads pages of at least 100 keys (selectors may skip many) and
+            // at most PAGE; an unpaged one reads everything at once, as Kubernetes does.
             let fetch = if limit > 0 {
                 limit.clamp(100, crate::storage::PAGE)
             } else {
-                crate::storage::PAGE
+                0
             };
-            let page = match self.storage.range_adaptive(prefix, &key, fetch, rev).await {
+            let page = match self.storage.range(prefix, &key, fetch, rev).await {
                 Ok(p) => p,
                 Err(e) if e.code == 410 && continuing => {
                     return Err(ApiError::expired(

@@ -55,6 +55,30 @@ fn transform(ev: &Arc<Event>, filter: &Filter) -> Option<Out> {
     })
 }
 
+/// A watcher's events converted for its front end in the consumer's own task (no
+/// extra task or channel per watcher); `gauge` counts the stream while it lives.
+pub fn stream<T>(
+    rx: mpsc::Receiver<Out>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    mut convert: impl FnMut(Out) -> T + Send + 'static,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    struct Counted(prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    gauge.inc();
+    let counted = Counted(gauge);
+    tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        move |out| {
+            let _ = &counted;
+            convert(out)
+        },
+    )
+}
+
 /// Starts the watcher; the stream ends when the receiver is dropped, on timeout, or when
 /// the watcher cannot keep up (it then resumes from its last revision).
 ///

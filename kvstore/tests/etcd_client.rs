@@ -247,6 +247,37 @@ async fn watch_replays_history_then_streams_live() {
     );
 }
 
+/// As with etcd, a watch call returns only once the watch is registered: a put made
+/// right after it (no revision given, so "from now") always reaches the watcher.
+#[tokio::test]
+async fn a_returned_watch_sees_the_next_put() {
+    let kv = Kv::start().await;
+    for i in 0..50 {
+        // A fresh connection per round, so the watch stream really opens each time.
+        let mut watcher = connect(kv.running.as_ref().unwrap()).await;
+        let mut stream = watcher.watch(format!("race/{i}"), None).await.unwrap();
+        kv.client
+            .clone()
+            .put(format!("race/{i}"), "v", None)
+            .await
+            .unwrap();
+        let msg = loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("round {i}: the put never reached the watcher"))
+                .unwrap()
+                .expect("stream open");
+            if !msg.events().is_empty() {
+                break msg;
+            }
+        };
+        assert_eq!(
+            msg.events()[0].kv().unwrap().key(),
+            format!("race/{i}").as_bytes()
+        );
+    }
+}
+
 #[tokio::test]
 async fn compaction_errors_match_etcd() {
     let mut kv = Kv::start().await;

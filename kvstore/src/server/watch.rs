@@ -40,22 +40,36 @@ impl Watch for Shared {
         let mut inbound = req.into_inner();
         let (out, rx) = mpsc::channel(256);
         let server = self.clone();
+        let mut watches: HashMap<i64, Active> = HashMap::new();
+        let mut next_id: i64 = 0;
+        let mut progress_wanted: Vec<i64> = Vec::new();
+        // The stream opens (response headers go out) only after the first request is
+        // handled, as with etcd, whose headers come with the first response: a client
+        // whose watch call returned is registered, and sees every later revision.
+        let mut keep = match inbound.next().await {
+            Some(Ok(msg)) => {
+                server
+                    .handle_watch_request(
+                        msg,
+                        &out,
+                        &mut watches,
+                        &mut next_id,
+                        &mut progress_wanted,
+                    )
+                    .await
+            }
+            _ => false,
+        };
         tokio::spawn(async move {
-            let mut watches: HashMap<i64, Active> = HashMap::new();
-            let mut next_id: i64 = 0;
             let mut progress = tokio::time::interval(server.progress_interval);
             progress.tick().await;
-            let mut progress_wanted: Vec<i64> = Vec::new();
-            loop {
+            while keep {
                 tokio::select! {
                     msg = inbound.next() => {
                         let Some(Ok(msg)) = msg else { break };
-                        let keep = server
+                        keep = server
                             .handle_watch_request(msg, &out, &mut watches, &mut next_id, &mut progress_wanted)
                             .await;
-                        if !keep {
-                            break;
-                        }
                     }
                     _ = progress.tick() => {
                         for id in &progress_wanted {

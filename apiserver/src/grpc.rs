@@ -215,38 +215,39 @@ impl pb::resources_server::Resources for Grpc {
         let timeout = (m.timeout_seconds > 0).then_some(m.timeout_seconds as u64);
         let params = watch_params(info, ns_opt(&r), &opts, m.allow_bookmarks, timeout)
             .map_err(|e| e.to_grpc())?;
-        let rx = watch::start(
+        let stream = watch::stream(
             self.server.store.cache(info).clone(),
             self.server.store.storage.clone(),
             params,
-        );
-        let stream = watch::stream(rx, self.server.metrics.watchers.clone(), move |out| {
-            Ok(match out {
-                Out::Event {
-                    kind,
-                    object: o,
-                    json,
-                } => pb::WatchEvent {
-                    r#type: kind.to_string(),
-                    object: Some(pb::Object {
-                        json: json.unwrap_or_else(|| {
-                            Bytes::from(serde_json::to_vec(&*o).unwrap_or_default())
+            self.server.metrics.watchers.clone(),
+            move |out| {
+                Ok(match out {
+                    Out::Event {
+                        kind,
+                        object: o,
+                        json,
+                    } => pb::WatchEvent {
+                        r#type: kind.to_string(),
+                        object: Some(pb::Object {
+                            json: json.unwrap_or_else(|| {
+                                Bytes::from(serde_json::to_vec(&*o).unwrap_or_default())
+                            }),
                         }),
-                    }),
-                },
-                Out::Bookmark(rv) => pb::WatchEvent {
-                    r#type: "BOOKMARK".into(),
-                    object: Some(object(
-                        &json!({"kind": info.kind, "apiVersion": info.api_version(),
+                    },
+                    Out::Bookmark(rv) => pb::WatchEvent {
+                        r#type: "BOOKMARK".into(),
+                        object: Some(object(
+                            &json!({"kind": info.kind, "apiVersion": info.api_version(),
                         "metadata": {"resourceVersion": rv.to_string()}}),
-                    )),
-                },
-                Out::Error(e) => pb::WatchEvent {
-                    r#type: "ERROR".into(),
-                    object: Some(object(&e.to_status())),
-                },
-            })
-        });
+                        )),
+                    },
+                    Out::Error(e) => pb::WatchEvent {
+                        r#type: "ERROR".into(),
+                        object: Some(object(&e.to_status())),
+                    },
+                })
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -764,19 +764,20 @@ fn watch_response(
         bool_param(q, "allowWatchBookmarks"),
         timeout,
     )?;
-    let rx = watch::start(
+    let frames = watch::stream(
         server.store.cache(info).clone(),
         server.store.storage.clone(),
         params,
+        server.metrics.watchers.clone(),
+        move |out| {
+            Ok::<_, BoxError>(hyper::body::Frame::data(watch_line(
+                info,
+                out,
+                table,
+                include_object,
+            )))
+        },
     );
-    let frames = watch::stream(rx, server.metrics.watchers.clone(), move |out| {
-        Ok::<_, BoxError>(hyper::body::Frame::data(watch_line(
-            info,
-            out,
-            table,
-            include_object,
-        )))
-    });
     let body = StreamBody::new(frames);
     let mut r = Response::new(BodyExt::boxed_unsync(body));
     r.headers_mut().insert(

@@ -8,7 +8,10 @@ use crate::error::ApiError;
 use crate::storage::{prefix_end, Storage};
 use bytes::Bytes;
 use etcd_client::{EventType as EtcdEventType, WatchOptions};
+use futures::StreamExt;
 use serde_json::Value;
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -16,6 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 /// How often a watcher that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub struct Params {
     pub prefix: String,
     pub filter: Filter,
@@ -55,10 +59,22 @@ fn transform(ev: &Arc<Event>, filter: &Filter) -> Option<Out> {
     })
 }
 
-/// A watcher's events converted for its front end in the consumer's own task (no
-/// extra task or channel per watcher); `gauge` counts the stream while it lives.
+/// A watcher as a stream of what its front end writes, polled by the front end itself:
+/// the starting state (synthetic ADDED events, or the replay from the cache's window),
+/// then live events with the filter applied, bookmarks, until the timeout. It ends when
+/// the consumer drops it, on timeout, or when it fell behind the cache's fan-out buffer
+/// (the client then resumes from its last revision).
+///
+/// A revision older than the cache's window (typically: the client resumes after this
+/// apiserver restarted) is served from storage's own history instead, so the client
+/// still gets every event exactly once; only a compacted revision is 410 Expired.
+///
+/// `gauge` counts the stream while it lives; `convert` turns each item into the front
+/// end's own type.
 pub fn stream<T>(
-    rx: mpsc::Receiver<Out>,
+    cache: Arc<WatchCache>,
+    storage: Storage,
+    params: Params,
     gauge: prometheus_client::metrics::gauge::Gauge,
     mut convert: impl FnMut(Out) -> T + Send + 'static,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
@@ -70,93 +86,123 @@ pub fn stream<T>(
     }
     gauge.inc();
     let counted = Counted(gauge);
-    tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-        move |out| {
-            let _ = &counted;
-            convert(out)
-        },
-    )
+    let state = Watcher {
+        phase: Phase::Start(cache, Box::new(storage)),
+        pending: VecDeque::new(),
+        deadline: Box::pin(tokio::time::sleep(params.timeout)),
+        ticker: tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_EVERY,
+            BOOKMARK_EVERY,
+        ),
+        last: 0,
+        start: 0,
+        params,
+    };
+    futures::stream::unfold(state, Watcher::next).map(move |out| {
+        let _ = &counted;
+        convert(out)
+    })
 }
 
-/// Starts the watcher; the stream ends when the receiver is dropped, on timeout, or when
-/// the watcher cannot keep up (it then resumes from its last revision).
-///
-/// A revision older than the cache's window (typically: the client resumes after this
-/// apiserver restarted) is served from storage's own history instead, so the client
-/// still gets every event exactly once; only a compacted revision is 410 Expired.
-pub fn start(cache: Arc<WatchCache>, storage: Storage, params: Params) -> mpsc::Receiver<Out> {
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        cache.wait_synced().await;
-        let sub = match cache.subscribe(&params.prefix, &params.filter, params.from) {
-            Ok(s) => s,
-            Err(e) if e.code == 410 => {
-                if let Some(from) = params.from {
-                    from_storage(storage, params, from, tx).await;
-                }
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Out::Error(e)).await;
-                return;
-            }
-        };
-        let mut last = sub.revision;
-        for o in sub.initial {
-            let out = Out::Event {
-                kind: "ADDED",
-                object: o,
-                json: None,
-            };
-            if tx.send(out).await.is_err() {
-                return;
-            }
-        }
-        for ev in sub.replay {
-            last = last.max(ev.revision);
-            if let Some(out) = transform(&ev, &params.filter) {
-                if tx.send(out).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let mut live = sub.live;
-        let deadline = tokio::time::sleep(params.timeout);
-        tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
-        ticker.tick().await;
+enum Phase {
+    Start(Arc<WatchCache>, Box<Storage>),
+    Live(broadcast::Receiver<Message>),
+    /// Served from storage by a task (a revision older than the cache's window).
+    Storage(mpsc::Receiver<Out>),
+    Done,
+}
+
+struct Watcher {
+    phase: Phase,
+    /// Items decided but not yet handed out (the starting state, a refusal).
+    pending: VecDeque<Out>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    ticker: tokio::time::Interval,
+    /// The newest revision this watcher has passed (bookmarks carry it).
+    last: i64,
+    /// The cache's revision when subscribed: live events up to it are already covered.
+    start: i64,
+    params: Params,
+}
+
+impl Watcher {
+    async fn next(mut self) -> Option<(Out, Self)> {
         loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                _ = ticker.tick(), if params.bookmarks => {
-                    if tx.send(Out::Bookmark(last)).await.is_err() {
-                        return;
+            if let Some(out) = self.pending.pop_front() {
+                return Some((out, self));
+            }
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return None,
+                Phase::Start(cache, storage) => self.subscribe(cache, *storage).await,
+                Phase::Storage(mut rx) => {
+                    let out = rx.recv().await?;
+                    self.phase = Phase::Storage(rx);
+                    return Some((out, self));
+                }
+                Phase::Live(mut live) => {
+                    tokio::select! {
+                        _ = &mut self.deadline => return None,
+                        _ = self.ticker.tick(), if self.params.bookmarks => {
+                            self.phase = Phase::Live(live);
+                            return Some((Out::Bookmark(self.last), self));
+                        }
+                        msg = live.recv() => match msg {
+                            Ok(Message::Event(ev)) => {
+                                self.phase = Phase::Live(live);
+                                // Events up to `start` are in the starting state, or
+                                // before the requested revision.
+                                if ev.revision > self.start {
+                                    self.last = self.last.max(ev.revision);
+                                    if let Some(out) = transform(&ev, &self.params.filter) {
+                                        return Some((out, self));
+                                    }
+                                }
+                            }
+                            Ok(Message::Reset) | Err(broadcast::error::RecvError::Closed) => {
+                                return None
+                            }
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                tracing::info!(missed = n, "watcher fell behind; closing it so it resumes");
+                                return None;
+                            }
+                        },
                     }
                 }
-                _ = tx.closed() => return,
-                msg = live.recv() => match msg {
-                    Ok(Message::Event(ev)) => {
-                        if ev.revision <= sub.revision {
-                            continue; // in the starting state, or before the requested revision
-                        }
-                        last = last.max(ev.revision);
-                        if let Some(out) = transform(&ev, &params.filter) {
-                            if tx.send(out).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(Message::Reset) | Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::info!(missed = n, "watcher fell behind; closing it so it resumes");
-                        return;
-                    }
-                },
             }
         }
-    });
-    rx
+    }
+
+    /// Leaves the starting state in `pending` and the watcher live (or served from
+    /// storage, or refused).
+    async fn subscribe(&mut self, cache: Arc<WatchCache>, storage: Storage) {
+        cache.wait_synced().await;
+        let p = &self.params;
+        match cache.subscribe(&p.prefix, &p.filter, p.from) {
+            Ok(sub) => {
+                self.start = sub.revision;
+                self.last = sub.revision;
+                self.pending
+                    .extend(sub.initial.into_iter().map(|object| Out::Event {
+                        kind: "ADDED",
+                        object,
+                        json: None,
+                    }));
+                for ev in sub.replay {
+                    self.last = self.last.max(ev.revision);
+                    self.pending.extend(transform(&ev, &p.filter));
+                }
+                self.phase = Phase::Live(sub.live);
+            }
+            Err(e) if e.code == 410 => {
+                if let Some(from) = p.from {
+                    let (tx, rx) = mpsc::channel(256);
+                    tokio::spawn(from_storage(storage, p.clone(), from, tx));
+                    self.phase = Phase::Storage(rx);
+                }
+            }
+            Err(e) => self.pending.push_back(Out::Error(e)),
+        }
+    }
 }
 
 /// Serves a watch from storage's history: every change after `from`, in order, until

@@ -85,9 +85,14 @@ pub struct Config {
     /// URLs (http) serving /health and /metrics.
     #[arg(long, value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
-    /// Keep this many hours of history (etcd's periodic mode); 0 disables.
+    /// How much history auto-compaction keeps: in periodic mode hours (a plain number)
+    /// or a duration (`30m`), in revision mode a number of revisions; 0 disables.
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
+    /// `periodic` (keep a time span of history) or `revision` (keep a number of
+    /// revisions, checked every 5 minutes).
+    #[arg(long, value_parser = ["periodic", "revision"], default_value = "periodic")]
+    pub auto_compaction_mode: String,
     /// Largest request the server accepts, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
@@ -111,7 +116,7 @@ pub struct Config {
 }
 
 /// Go-style durations as etcd's flags take them: `500ms`, `5s`, `10m`, `1h`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
@@ -364,6 +369,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let peer_client = peer_client_tls(&config)?;
 
+    let compaction = server::compactor::parse(
+        &config.auto_compaction_mode,
+        &config.auto_compaction_retention,
+    )
+    .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("--data-dir: creating {}", config.data_dir.display()))?;
     // HighThroughput: the raft loop flushes explicitly once per Ready, so sled's own
@@ -516,6 +526,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(http::serve(listener, endpoints.clone())));
     }
     tasks.push(tokio::spawn(server::lessor::run_expiry(server.clone())));
+    if let Some(policy) = compaction {
+        tasks.push(tokio::spawn(server::compactor::run(server.clone(), policy)));
+    }
     tracing::info!(
         name = %config.name,
         member_id = format!("{member_id:x}"),

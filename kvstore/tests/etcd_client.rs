@@ -15,18 +15,26 @@ struct Kv {
 }
 
 async fn start_in(dir: &std::path::Path) -> kvstore::Running {
-    let config = kvstore::Config::parse_from([
+    start_with(dir, &[]).await
+}
+
+async fn start_with(dir: &std::path::Path, extra: &[&str]) -> kvstore::Running {
+    let data_dir = format!("--data-dir={}", dir.join("data").display());
+    let mut args = vec![
         "kvstore",
         "--name=t0",
-        &format!("--data-dir={}", dir.join("data").display()),
+        &data_dir,
         "--listen-client-urls=http://127.0.0.1:0",
         "--listen-peer-urls=http://127.0.0.1:0",
         "--initial-cluster=t0=http://127.0.0.1:1",
         "--initial-advertise-peer-urls=http://127.0.0.1:1",
         "--listen-metrics-urls=http://127.0.0.1:0",
         "--experimental-watch-progress-notify-interval=200ms",
-    ]);
-    kvstore::start(config).await.unwrap()
+    ];
+    args.extend_from_slice(extra);
+    kvstore::start(kvstore::Config::parse_from(args))
+        .await
+        .unwrap()
 }
 
 impl Kv {
@@ -276,6 +284,90 @@ async fn a_returned_watch_sees_the_next_put() {
             format!("race/{i}").as_bytes()
         );
     }
+}
+
+/// Periodic auto-compaction keeps the retention period of history and compacts what is
+/// older; revisions written since stay readable.
+#[tokio::test]
+async fn periodic_auto_compaction_drops_old_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_with(
+        dir.path(),
+        &[
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=1s",
+        ],
+    )
+    .await;
+    let mut c = connect(&running).await;
+    let first = c
+        .put("ac/k", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let latest = loop {
+        // Keep writing, so there is always newer history to keep.
+        let latest = c
+            .put("ac/k", "n", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        match c
+            .get("ac/k", Some(GetOptions::new().with_revision(first)))
+            .await
+        {
+            Err(e) => {
+                assert!(
+                    e.to_string()
+                        .contains("required revision has been compacted"),
+                    "{e}"
+                );
+                break latest;
+            }
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "revision {first} was never compacted"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The newest revision is never compacted away.
+    let now = c
+        .get("ac/k", Some(GetOptions::new().with_revision(latest)))
+        .await
+        .unwrap();
+    assert_eq!(now.kvs()[0].value(), b"n");
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn auto_compaction_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(async {
+        let data_dir = format!("--data-dir={}", dir.path().display());
+        let config = kvstore::Config::parse_from([
+            "kvstore",
+            "--name=t0",
+            &data_dir,
+            "--listen-client-urls=http://127.0.0.1:0",
+            "--listen-peer-urls=http://127.0.0.1:0",
+            "--initial-cluster=t0=http://127.0.0.1:1",
+            "--initial-advertise-peer-urls=http://127.0.0.1:1",
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=2h",
+        ]);
+        kvstore::start(config).await.err().expect("refused")
+    });
+    assert!(
+        err.to_string().contains("--auto-compaction-retention"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

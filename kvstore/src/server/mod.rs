@@ -6,6 +6,7 @@
 //! it is applied and durable.
 
 mod cluster;
+pub mod compactor;
 mod kv;
 mod lease;
 pub mod lessor;

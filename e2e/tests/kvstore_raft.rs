@@ -270,6 +270,14 @@ fn membership_learner_promote_remove_with_etcdctl() {
         &["get", "k/0", "--consistency=s"],
     );
     assert!(ok && out.contains("hello"), "{out}");
+    // As in etcd, a learner serves serializable reads only.
+    for args in [&["put", "k/x", "v"][..], &["get", "k/0"][..]] {
+        let (ok, out) = etcdctl(std::slice::from_ref(&joined), args);
+        assert!(
+            !ok && out.contains("rpc not supported for learner"),
+            "{args:?}: {out}"
+        );
+    }
 
     let (ok, out) = wait_for(
         "the learner to be promotable",

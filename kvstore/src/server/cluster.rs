@@ -76,6 +76,7 @@ impl Cluster for Server {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         check_urls(&req.peer_ur_ls)?;
         let members = self.raft.members();
@@ -125,6 +126,7 @@ impl Cluster for Server {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.refuse_on_learner()?;
         let id = req.into_inner().id;
         self.record(id)?;
         self.raft
@@ -140,6 +142,7 @@ impl Cluster for Server {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.refuse_on_learner()?;
         self.record(req.into_inner().id)?;
         Err(Status::unimplemented(
             "kvstore: changing a member's peer URLs is not supported; remove and re-add it",
@@ -150,6 +153,7 @@ impl Cluster for Server {
         &self,
         _req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        self.refuse_on_learner()?;
         Ok(Response::new(MemberListResponse {
             header: Some(self.cluster_header()),
             members: self.member_protos(),
@@ -160,6 +164,7 @@ impl Cluster for Server {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.refuse_on_learner()?;
         let id = req.into_inner().id;
         if !self.record(id)?.is_learner {
             return Err(Status::failed_precondition(

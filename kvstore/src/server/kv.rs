@@ -74,6 +74,7 @@ impl Kv for Server {
             return Err(key_missing());
         }
         if !req.serializable {
+            self.refuse_on_learner()?;
             self.linearize().await?;
         }
         let (mut resp, rev) = self.store.range(&req)?;
@@ -82,6 +83,7 @@ impl Kv for Server {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         if req.key.is_empty() {
             return Err(key_missing());
@@ -100,6 +102,7 @@ impl Kv for Server {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         if req.key.is_empty() {
             return Err(key_missing());
@@ -115,6 +118,7 @@ impl Kv for Server {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         check_txn(&req)?;
         self.check_size(&req)?;
@@ -134,6 +138,7 @@ impl Kv for Server {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         match self.propose(Q::Compaction(req)).await? {
             R::Compaction(mut c) => {

@@ -21,6 +21,7 @@ impl Lease for Shared {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.refuse_on_learner()?;
         let mut req = req.into_inner();
         if req.id == 0 {
             // The proposer picks the id, so applying stays deterministic. Positive, as
@@ -44,6 +45,7 @@ impl Lease for Shared {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         let id = req.id;
         match self.propose(Q::LeaseRevoke(req)).await? {
@@ -66,6 +68,7 @@ impl Lease for Shared {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.refuse_on_learner()?;
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let server = self.clone();
@@ -106,6 +109,7 @@ impl Lease for Shared {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.refuse_on_learner()?;
         let req = req.into_inner();
         self.linearize().await?;
         let header = Some(self.header(self.store.current_revision()));
@@ -137,6 +141,7 @@ impl Lease for Shared {
         &self,
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.refuse_on_learner()?;
         self.linearize().await?;
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(self.header(self.store.current_revision())),

@@ -18,6 +18,7 @@ pub const VERSION: &str = concat!("3.4.23+rustkube.", env!("CARGO_PKG_VERSION"))
 #[tonic::async_trait]
 impl Maintenance for Server {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.refuse_on_learner()?;
         match AlarmAction::try_from(req.into_inner().action) {
             // The kvstore raises no alarms (no space quota yet): the list is empty.
             Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
@@ -52,12 +53,14 @@ impl Maintenance for Server {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.refuse_on_learner()?;
         Err(Status::unimplemented(
             "kvstore: defragment is not supported (sled compacts itself)",
         ))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.refuse_on_learner()?;
         Err(Status::unimplemented("kvstore: hash is not supported"))
     }
 
@@ -65,6 +68,7 @@ impl Maintenance for Server {
         &self,
         _req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.refuse_on_learner()?;
         Err(Status::unimplemented("kvstore: hashkv is not supported"))
     }
 
@@ -74,6 +78,7 @@ impl Maintenance for Server {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.refuse_on_learner()?;
         Err(Status::unimplemented(
             "kvstore: snapshot save is not supported",
         ))
@@ -83,6 +88,7 @@ impl Maintenance for Server {
         &self,
         _req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.refuse_on_learner()?;
         Err(Status::failed_precondition(
             "kvstore: a single-member group has no one to move to",
         ))

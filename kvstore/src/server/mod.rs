@@ -62,6 +62,17 @@ impl Server {
         }
     }
 
+    /// A learner serves only serializable reads and status, as in etcd; everything else
+    /// gets etcd's refusal, so clients go to a voting member.
+    pub(crate) fn refuse_on_learner(&self) -> Result<(), Status> {
+        if self.raft.status().is_learner {
+            return Err(Status::unavailable(
+                "etcdserver: rpc not supported for learner",
+            ));
+        }
+        Ok(())
+    }
+
     /// Rejects requests over the size limit, as etcd does.
     fn check_size(&self, m: &impl Message) -> Result<(), Status> {
         if m.encoded_len() > self.max_request_bytes {

@@ -29,6 +29,7 @@ impl Watch for Shared {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.refuse_on_learner()?;
         // etcdctl asks to be told at once when there is no leader.
         let wants_leader = req
             .metadata()

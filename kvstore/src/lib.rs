@@ -526,6 +526,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(http::serve(listener, endpoints.clone())));
     }
     tasks.push(tokio::spawn(server::lessor::run_expiry(server.clone())));
+    tasks.push(tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut every = tokio::time::interval(watch::SYNC_EVERY);
+            loop {
+                every.tick().await;
+                store.hub().sync(&store);
+            }
+        }
+    }));
     if let Some(policy) = compaction {
         tasks.push(tokio::spawn(server::compactor::run(server.clone(), policy)));
     }

@@ -320,3 +320,77 @@ fn snapshots_restore_the_whole_state() {
     assert!(b.store.lease(1).is_some());
     assert!(b.store.restore(1, &snap[..snap.len() - 1]).is_err());
 }
+
+fn watch_all(f: &Fixture, watch_id: i64) -> tokio::sync::mpsc::Receiver<crate::watch::Batch> {
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::watch::CHANNEL);
+    let spec = crate::watch::WatchSpec {
+        watch_id,
+        key: b"w/".to_vec(),
+        range_end: b"w0".to_vec(),
+        ..Default::default()
+    };
+    f.store.hub().register(&f.store, spec, tx).unwrap();
+    rx
+}
+
+#[test]
+fn a_slow_watcher_is_caught_up_from_history_without_gaps() {
+    let mut f = Fixture::new();
+    let mut rx = watch_all(&f, 1);
+    // Nobody reads while far more revisions than the channel holds are applied.
+    let total = crate::watch::CHANNEL + 50;
+    let first = f.put("w/0", "v");
+    for i in 1..total {
+        f.put(&format!("w/{i}"), "v");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        match rx.try_recv() {
+            Ok(batch) => {
+                assert_eq!(batch.compact_revision, 0);
+                seen.extend(
+                    batch
+                        .events
+                        .iter()
+                        .map(|e| e.kv.as_ref().unwrap().mod_revision),
+                );
+            }
+            // Drained: the hub sends the rest from history.
+            Err(_) => {
+                f.store.hub().sync(&f.store);
+                assert!(
+                    !rx.is_empty(),
+                    "sync sent nothing with {} of {total} seen",
+                    seen.len()
+                );
+            }
+        }
+    }
+    let expected: Vec<i64> = (first..first + total as i64).collect();
+    assert_eq!(seen, expected, "every revision once, in order");
+    // Synced again: live events flow directly.
+    let next = f.put("w/live", "v");
+    let batch = rx.try_recv().expect("a live event");
+    assert_eq!(batch.events[0].kv.as_ref().unwrap().mod_revision, next);
+}
+
+#[test]
+fn a_watcher_left_behind_by_compaction_is_cancelled() {
+    let mut f = Fixture::new();
+    let mut rx = watch_all(&f, 7);
+    let mut last = 0;
+    for i in 0..crate::watch::CHANNEL + 10 {
+        last = f.put(&format!("w/{i}"), "v");
+    }
+    f.apply(Q::Compaction(CompactionRequest {
+        revision: last,
+        physical: false,
+    }))
+    .unwrap();
+    while rx.try_recv().is_ok() {}
+    f.store.hub().sync(&f.store);
+    let notice = rx.try_recv().expect("a compaction notice");
+    assert_eq!(notice.watch_id, 7);
+    assert_eq!(notice.compact_revision, last);
+    assert!(f.store.hub().is_empty(), "the watcher is dropped");
+}

@@ -148,7 +148,7 @@ impl Server {
                     no_put: c.filters.contains(&(FilterType::Noput as i32)),
                     no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
                 };
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(crate::watch::CHANNEL);
                 let registered = match self.store.hub().register(&self.store, spec, tx) {
                     Ok(r) => r,
                     Err(e) => return out.send(Err(e.into())).await.is_ok(),
@@ -225,11 +225,25 @@ impl Server {
 /// Moves one watch's batches from the hub to the stream.
 async fn forward(
     header: proto::etcd::etcdserverpb::ResponseHeader,
-    mut rx: mpsc::UnboundedReceiver<Batch>,
+    mut rx: mpsc::Receiver<Batch>,
     out: Out,
 ) {
     while let Some(batch) = rx.recv().await {
         let mut h = header;
+        if batch.compact_revision > 0 {
+            // The watcher fell behind a compaction: cancelled as etcd does, with the
+            // compaction point (a header without a revision).
+            h.revision = 0;
+            let resp = WatchResponse {
+                header: Some(h),
+                watch_id: batch.watch_id,
+                canceled: true,
+                compact_revision: batch.compact_revision,
+                ..Default::default()
+            };
+            let _ = out.send(Ok(resp)).await; // the client may have gone
+            break;
+        }
         h.revision = batch.revision;
         let resp = WatchResponse {
             header: Some(h),

@@ -3,9 +3,14 @@
 //! Ordering: the store notifies the hub while it still holds its write lock, and a watcher
 //! is registered (history replayed, then added to the hub) under the store's read lock, so
 //! every watcher sees every revision from its start once, in order, with no gap between
-//! replay and live events. Each watcher's channel is unbounded: a slow watcher costs
-//! memory, never a lost event.
-
+//! replay and live events.
+//!
+//! Each watcher's channel is bounded (etcd's 128). A watcher whose channel is full is
+//! *unsynced*: live events skip it, and [`Hub::sync`] (run every 100 ms, as etcd's
+//! watcher sync loop) later sends what it missed from the store's history, in one batch,
+//! under the store's read lock — so a slow client costs bounded memory and still loses
+//! nothing. A watcher that falls so far behind that its next revision is compacted is
+//! told so (a batch with `compact_revision`) and dropped, as etcd cancels it.
 use crate::mvcc::{range, State, Store, StoreError};
 use proto::etcd::mvccpb::{event::EventType, Event};
 use std::collections::HashMap;
@@ -19,7 +24,15 @@ pub struct Batch {
     /// The store revision these events bring the watcher to.
     pub revision: i64,
     pub events: Vec<Event>,
+    /// Non-zero: the watcher fell behind this compaction and is cancelled.
+    pub compact_revision: i64,
 }
+
+/// Batches a watcher's channel holds before the watcher counts as slow.
+pub const CHANNEL: usize = 128;
+
+/// How often unsynced watchers are caught up.
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a client asked to watch.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +79,64 @@ fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 struct Watcher {
     spec: WatchSpec,
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::Sender<Batch>,
+    /// Its channel was full: live events skip it until `catch_up` succeeds.
+    /// `spec.start_revision` is then the first revision it has not been sent.
+    unsynced: bool,
+}
+
+impl Watcher {
+    /// Sends everything from `spec.start_revision` up to the state's revision, from
+    /// history (state read-locked, so no revision is applied meanwhile). False: drop
+    /// the watcher (compacted past it, or its stream is gone).
+    fn catch_up(&mut self, store: &Store, state: &State) -> bool {
+        if self.spec.start_revision > state.current_rev {
+            self.unsynced = false;
+            return true;
+        }
+        if self.spec.start_revision < state.compact_rev {
+            // Best effort: a full channel means the client is not reading anyway.
+            let _ = self.tx.try_send(Batch {
+                watch_id: self.spec.watch_id,
+                revision: state.current_rev,
+                events: Vec::new(),
+                compact_revision: state.compact_rev,
+            });
+            return false;
+        }
+        let Ok(history) = store.history(
+            state,
+            &self.spec.key,
+            &self.spec.range_end,
+            self.spec.start_revision,
+            self.spec.prev_kv,
+        ) else {
+            return false;
+        };
+        let mine: Vec<Event> = history
+            .into_iter()
+            .filter(|e| self.spec.matches(e))
+            .collect();
+        if !mine.is_empty() {
+            let batch = Batch {
+                watch_id: self.spec.watch_id,
+                revision: state.current_rev,
+                events: mine,
+                compact_revision: 0,
+            };
+            match self.tx.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.unsynced = true;
+                    return true;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        self.spec.start_revision = state.current_rev + 1;
+        self.unsynced = false;
+        true
+    }
 }
 
 #[derive(Default)]
@@ -88,31 +158,60 @@ impl Hub {
         Self::default()
     }
 
-    /// Called by the store with the state write-locked: delivers one applied revision.
+    /// Called by the store with the state write-locked: delivers one applied revision
+    /// to every synced watcher.
     pub fn notify(&self, revision: i64, events: &[Event]) {
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
         watchers.retain(|_, w| {
-            if revision < w.spec.start_revision {
+            if w.unsynced || revision < w.spec.start_revision {
                 return true;
             }
-            // From now on `start_revision` is the next revision this watcher has not seen.
-            w.spec.start_revision = revision + 1;
             let mine: Vec<Event> = events
                 .iter()
                 .filter(|e| w.spec.matches(e))
                 .map(|e| w.spec.shape(e))
                 .collect();
-            if mine.is_empty() {
-                return true;
+            if !mine.is_empty() {
+                let batch = Batch {
+                    watch_id: w.spec.watch_id,
+                    revision,
+                    events: mine,
+                    compact_revision: 0,
+                };
+                match w.tx.try_send(batch) {
+                    Ok(()) => {}
+                    // Slow: `sync` sends this revision and later ones from history.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        w.unsynced = true;
+                        w.spec.start_revision = revision;
+                        return true;
+                    }
+                    // The stream went away: drop the watcher.
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
             }
-            // A closed receiver means the stream went away: drop the watcher.
-            w.tx.send(Batch {
-                watch_id: w.spec.watch_id,
-                revision,
-                events: mine,
-            })
-            .is_ok()
+            // From now on `start_revision` is the next revision this watcher has not seen.
+            w.spec.start_revision = revision + 1;
+            true
         });
+    }
+
+    /// Catches up unsynced watchers whose channels have room again.
+    pub fn sync(&self, store: &Store) {
+        if !self.has_unsynced() {
+            return;
+        }
+        let state = store.read_state();
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.retain(|_, w| !w.unsynced || w.catch_up(store, &state));
+    }
+
+    fn has_unsynced(&self) -> bool {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|w| w.unsynced)
     }
 
     /// Registers a watch: replays history from `start_revision` (as one batch) and then
@@ -121,7 +220,7 @@ impl Hub {
         &self,
         store: &Store,
         spec: WatchSpec,
-        tx: mpsc::UnboundedSender<Batch>,
+        tx: mpsc::Sender<Batch>,
     ) -> Result<Registered, StoreError> {
         let state = store.read_state();
         if spec.start_revision > 0 && spec.start_revision < state.compact_rev {
@@ -142,12 +241,13 @@ impl Hub {
                 .filter(|e| spec.matches(e))
                 .collect();
             if !history.is_empty() {
-                // The receiver is the caller's and alive; a send error would mean it was
-                // dropped, and then nobody is left to tell.
-                let _ = tx.send(Batch {
+                // The channel is new and empty, so the batch fits; a send error would
+                // mean the caller dropped the receiver, and then nobody is left to tell.
+                let _ = tx.try_send(Batch {
                     watch_id: spec.watch_id,
                     revision: state.current_rev,
                     events: history,
+                    compact_revision: 0,
                 });
             }
         }
@@ -158,44 +258,25 @@ impl Hub {
         self.watchers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Watcher { spec, tx });
+            .insert(
+                id,
+                Watcher {
+                    spec,
+                    tx,
+                    unsynced: false,
+                },
+            );
         drop(state);
         Ok(Registered::Watching { id })
     }
 
     /// After the store jumped forward by installing a snapshot (state read-locked):
-    /// replays to every watcher what it missed, from the store's history, so it still
-    /// sees every revision once, in order. A watcher whose next revision was compacted
-    /// away by the snapshot is dropped (its stream ends).
+    /// sends every watcher what it missed, from the store's history, so it still sees
+    /// every revision once, in order. A watcher whose next revision was compacted away
+    /// by the snapshot is told so and dropped.
     pub(crate) fn resync(&self, store: &Store, state: &State) {
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        watchers.retain(|_, w| {
-            if w.spec.start_revision > state.current_rev {
-                return true;
-            }
-            if w.spec.start_revision < state.compact_rev {
-                return false;
-            }
-            let Ok(history) = store.history(
-                state,
-                &w.spec.key,
-                &w.spec.range_end,
-                w.spec.start_revision,
-                w.spec.prev_kv,
-            ) else {
-                return false;
-            };
-            w.spec.start_revision = state.current_rev + 1;
-            let mine: Vec<Event> = history.into_iter().filter(|e| w.spec.matches(e)).collect();
-            mine.is_empty()
-                || w.tx
-                    .send(Batch {
-                        watch_id: w.spec.watch_id,
-                        revision: state.current_rev,
-                        events: mine,
-                    })
-                    .is_ok()
-        });
+        watchers.retain(|_, w| w.catch_up(store, state));
     }
 
     pub fn cancel(&self, id: u64) {

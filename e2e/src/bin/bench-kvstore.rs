@@ -193,8 +193,10 @@ static LOST_CAS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    let run = RunDir::temp("bench-kvstore")?;
     for size in [1, 3] {
+        // A run directory per cluster size: member data dirs are named by index, and a
+        // member that found the 1-member run's data would rejoin that old cluster.
+        let run = RunDir::temp("bench-kvstore")?;
         let mut results = Vec::new();
         for flavor in [Flavor::Etcd, Flavor::Kvstore] {
             let mut cluster = KvCluster::start(&run, flavor, size, &Options::default())?;

@@ -423,6 +423,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             election_timeout: election,
             request_timeout: Duration::from_secs(5) + 2 * election,
             snapshot_count: config.snapshot_count,
+            sled_dir: config.data_dir.join("db"),
         },
         db.clone(),
         store.clone(),

@@ -4,6 +4,7 @@
 //! The contract with the state machine above it is [`StateMachine`]; the handle the
 //! servers use is [`RaftNode`]; members talk through [`transport`].
 
+mod durable;
 mod node;
 mod storage;
 pub mod transport;

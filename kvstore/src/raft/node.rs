@@ -45,6 +45,8 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Applied entries kept in the log before compacting it.
     pub snapshot_count: u64,
+    /// The directory sled was opened at: its files are fdatasynced after each flush.
+    pub sled_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,7 +204,9 @@ impl RaftNode {
             }),
         );
         transport.update(&members);
+        let sled_files = super::durable::SledFiles::open(&cfg.sled_dir)?;
         let mut lp = Loop {
+            sled_files,
             transport,
             published: None,
             attributes_applied: false,
@@ -394,6 +398,7 @@ struct Loop {
     node: RawNode<LogStorage>,
     storage: LogStorage,
     db: sled::Db,
+    sled_files: super::durable::SledFiles,
     sm: Arc<dyn StateMachine>,
     cfg: RaftConfig,
     shared: Arc<Shared>,
@@ -618,9 +623,10 @@ impl Loop {
         Ok(())
     }
 
-    fn flush(&self) -> anyhow::Result<()> {
+    fn flush(&mut self) -> anyhow::Result<()> {
         let start = Instant::now();
         self.db.flush()?;
+        self.sled_files.sync()?;
         self.metrics
             .fsync_seconds
             .observe(start.elapsed().as_secs_f64());

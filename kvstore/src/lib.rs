@@ -451,6 +451,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         if let Some(tls) = &tls {
             builder = builder.tls_config(tls.clone())?;
         }
+        let mut builder =
+            builder.layer(tower::util::MapResponseLayer::new(server::oversize_as_etcd));
         let routes = server::router(server.clone());
         let mut stop_rx = stop_rx.clone();
         serving.push(tokio::spawn(async move {

@@ -478,6 +478,19 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let big = vec![b'x'; 1600 * 1024];
     let err = c.put("big", big, None).await.unwrap_err();
     assert!(err.to_string().contains("request is too large"), "{err}");
+    // Beyond the transport limit (1.5 MiB + 512 KiB): grpc-go's ResourceExhausted.
+    let huge = vec![b'x'; 2600 * 1024];
+    let err = c.put("huge", huge, None).await.unwrap_err();
+    assert_eq!(
+        grpc_code(&err),
+        Some(tonic::Code::ResourceExhausted),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("grpc: received message larger than max"),
+        "{err}"
+    );
     let err = c.put("", "v", None).await.unwrap_err();
     assert!(err.to_string().contains("key is not provided"), "{err}");
     let status = c.status().await.unwrap();

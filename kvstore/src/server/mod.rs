@@ -113,6 +113,67 @@ impl Server {
     }
 }
 
+/// A request beyond the transport limit: tonic answers `OutOfRange` ("Error, decoded
+/// message length too large: found N bytes, the limit is: M bytes"), grpc-go — so etcd —
+/// `ResourceExhausted` ("grpc: received message larger than max (N vs. M)"). Rewrites
+/// tonic's answer (trailers-only, so in the headers) to etcd's.
+pub fn oversize_as_etcd<B>(
+    mut resp: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = resp.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v == (tonic::Code::OutOfRange as i32).to_string().as_str());
+    if !out_of_range {
+        return resp;
+    }
+    let Some(sizes) = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|m| {
+            let m = percent_decode(m);
+            let rest = m.strip_prefix("Error, decoded message length too large: found ")?;
+            let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+            let limit = rest.strip_suffix(" bytes")?;
+            Some((found.parse::<u64>().ok()?, limit.parse::<u64>().ok()?))
+        })
+    else {
+        return resp;
+    };
+    let message = format!(
+        "grpc: received message larger than max ({} vs. {})",
+        sizes.0, sizes.1
+    );
+    if let Ok(v) = tonic::codegen::http::HeaderValue::from_str(&message) {
+        headers.insert(
+            "grpc-status",
+            (tonic::Code::ResourceExhausted as i32).into(),
+        );
+        headers.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// grpc-message is percent-encoded (RFC 3986 style) for bytes outside printable ASCII.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The gRPC router with every service, limits set so oversized requests reach our own
 /// check (etcd's message) unless they are far beyond it.
 pub fn router(server: Arc<Server>) -> tonic::service::Routes {

@@ -300,23 +300,15 @@ async fn periodic_auto_compaction_drops_old_history() {
     )
     .await;
     let mut c = connect(&running).await;
-    let first = c
-        .put("ac/k", "1", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let put = |mut c: Client, v: &'static str| async move {
+        let resp = c.put("ac/k", v, None).await.unwrap();
+        resp.header().unwrap().revision()
+    };
+    let first = put(c.clone(), "1").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let latest = loop {
         // Keep writing, so there is always newer history to keep.
-        let latest = c
-            .put("ac/k", "n", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let latest = put(c.clone(), "n").await;
         match c
             .get("ac/k", Some(GetOptions::new().with_revision(first)))
             .await

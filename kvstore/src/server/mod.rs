@@ -121,17 +121,18 @@ pub fn oversize_as_etcd<B>(
     mut resp: tonic::codegen::http::Response<B>,
 ) -> tonic::codegen::http::Response<B> {
     let headers = resp.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|v| v == (tonic::Code::OutOfRange as i32).to_string().as_str());
-    if !out_of_range {
-        return resp;
+    // Successful answers carry their status in trailers: this is one header lookup.
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return resp; // not OutOfRange
     }
     let Some(sizes) = headers
         .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8()
+                .ok()
+        })
         .and_then(|m| {
-            let m = percent_decode(m);
             let rest = m.strip_prefix("Error, decoded message length too large: found ")?;
             let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
             let limit = rest.strip_suffix(" bytes")?;
@@ -152,26 +153,6 @@ pub fn oversize_as_etcd<B>(
         headers.insert("grpc-message", v);
     }
     resp
-}
-
-/// grpc-message is percent-encoded (RFC 3986 style) for bytes outside printable ASCII.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The gRPC router with every service, limits set so oversized requests reach our own

@@ -117,26 +117,42 @@ impl Watcher {
             .into_iter()
             .filter(|e| self.spec.matches(e))
             .collect();
-        if !mine.is_empty() {
-            let batch = Batch {
-                watch_id: self.spec.watch_id,
-                revision: state.current_rev,
-                events: mine,
-                compact_revision: 0,
-            };
-            match self.tx.try_send(batch) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.unsynced = true;
-                    return true;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        match self.offer(state.current_rev, mine) {
+            Offer::Sent => {
+                self.spec.start_revision = state.current_rev + 1;
+                self.unsynced = false;
+                true
             }
+            Offer::Full => true, // still unsynced; retried on the next sync
+            Offer::Gone => false,
         }
-        self.spec.start_revision = state.current_rev + 1;
-        self.unsynced = false;
-        true
     }
+
+    /// Puts `events` (if any) of `revision` in the channel without waiting.
+    fn offer(&self, revision: i64, events: Vec<Event>) -> Offer {
+        if events.is_empty() {
+            return Offer::Sent;
+        }
+        let batch = Batch {
+            watch_id: self.spec.watch_id,
+            revision,
+            events,
+            compact_revision: 0,
+        };
+        match self.tx.try_send(batch) {
+            Ok(()) => Offer::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+        }
+    }
+}
+
+enum Offer {
+    Sent,
+    /// The channel is full: the watcher is slow.
+    Full,
+    /// The stream went away.
+    Gone,
 }
 
 #[derive(Default)]
@@ -171,28 +187,20 @@ impl Hub {
                 .filter(|e| w.spec.matches(e))
                 .map(|e| w.spec.shape(e))
                 .collect();
-            if !mine.is_empty() {
-                let batch = Batch {
-                    watch_id: w.spec.watch_id,
-                    revision,
-                    events: mine,
-                    compact_revision: 0,
-                };
-                match w.tx.try_send(batch) {
-                    Ok(()) => {}
-                    // Slow: `sync` sends this revision and later ones from history.
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        w.unsynced = true;
-                        w.spec.start_revision = revision;
-                        return true;
-                    }
-                    // The stream went away: drop the watcher.
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            match w.offer(revision, mine) {
+                Offer::Sent => {
+                    // From now on `start_revision` is the next revision it has not seen.
+                    w.spec.start_revision = revision + 1;
+                    true
                 }
+                // Slow: `sync` sends this revision and later ones from history.
+                Offer::Full => {
+                    w.unsynced = true;
+                    w.spec.start_revision = revision;
+                    true
+                }
+                Offer::Gone => false,
             }
-            // From now on `start_revision` is the next revision this watcher has not seen.
-            w.spec.start_revision = revision + 1;
-            true
         });
     }
 

@@ -30,6 +30,10 @@ fn crash_rounds(size: usize) {
         extra_args: vec![
             "--heartbeat-interval=50".into(),
             "--election-timeout=500".into(),
+            // Small WAL segments and a short log: segments fill, the log is compacted
+            // and old segments are deleted many times while members are killed.
+            "--experimental-wal-segment-size=65536".into(),
+            "--snapshot-count=100".into(),
         ],
         ..Default::default()
     };

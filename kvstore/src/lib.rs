@@ -105,6 +105,11 @@ pub struct Config {
     /// Applied entries kept in the raft log before it is compacted.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Size of each raft WAL segment file in bytes (preallocated; a new one starts when
+    /// it is full, and older ones are deleted once the log is compacted past them).
+    #[arg(long = "experimental-wal-segment-size", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub wal_segment_size: u64,
     /// Interval of progress notifications for watches that ask for them (Go duration:
     /// `10m`, `5s`, `500ms`).
     #[arg(
@@ -376,8 +381,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("--data-dir: creating {}", config.data_dir.display()))?;
-    // HighThroughput: the raft loop flushes explicitly once per Ready, so sled's own
-    // write path should favour batching over small-space compaction.
+    // HighThroughput: sled holds the applied state, flushed lazily (the raft WAL is
+    // what each write waits for), so its write path should favour batching.
     let db = sled::Config::new()
         .path(config.data_dir.join("db"))
         .mode(sled::Mode::HighThroughput)
@@ -424,6 +429,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             request_timeout: Duration::from_secs(5) + 2 * election,
             snapshot_count: config.snapshot_count,
             sled_dir: config.data_dir.join("db"),
+            wal_dir: config.data_dir.join("wal"),
+            wal_segment_bytes: config.wal_segment_size,
         },
         db.clone(),
         store.clone(),

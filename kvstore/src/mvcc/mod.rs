@@ -265,7 +265,7 @@ impl Store {
     }
 
     /// Applies one committed raft entry. Its effects and the applied index are written in
-    /// one atomic sled batch (not flushed: the raft loop flushes before acknowledging),
+    /// one atomic sled batch (not flushed: the entry is durable in the raft WAL, which keeps it until sled is flushed),
     /// then watchers are notified, in revision order, before the lock is released.
     /// An entry at or below the applied index (replayed after a restart) is skipped.
     pub fn apply_entry(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {

@@ -1,5 +1,5 @@
 //! Raft replication with raft-rs: one thread owns the `RawNode`; proposals are batched so
-//! many share one sled flush (group commit); linearizable reads go through ReadIndex.
+//! many share one WAL fdatasync (group commit); linearizable reads go through ReadIndex.
 //!
 //! The contract with the state machine above it is [`StateMachine`]; the handle the
 //! servers use is [`RaftNode`]; members talk through [`transport`].
@@ -8,6 +8,7 @@ mod durable;
 mod node;
 mod storage;
 pub mod transport;
+mod wal;
 
 pub use node::{RaftConfig, RaftError, RaftNode, RaftStatus};
 pub use raft::eraftpb::ConfChangeType;
@@ -15,14 +16,16 @@ pub use storage::{Bootstrap, Identity, LogStorage};
 
 /// What raft replicates into: the MVCC store implements it.
 ///
-/// Raft and the state machine share one `sled::Db`, so the single flush per raft
-/// `Ready` covers both the log and what was applied.
+/// The state machine writes to sled without flushing; the raft log's WAL keeps every
+/// entry until a sled flush made its effects durable, and a restart applies again what
+/// sled lost, so the applied index it persists may trail what was acknowledged.
 pub trait StateMachine: Send + Sync + 'static {
     /// Applies one committed entry. `data` is exactly what was proposed (empty for raft's
     /// own entries, which only advance the applied index). Must be deterministic: every
     /// member applies the same entries in the same order and must reach the same state.
-    /// Returns the bytes handed back to the proposer. Writes go to sled without flushing;
-    /// the raft loop flushes before anything is acknowledged. An error is a storage
+    /// Returns the bytes handed back to the proposer. Writes go to sled without flushing (the
+    /// entry is already durable in the WAL); an entry at or below the persisted applied
+    /// index must be skipped, as a restart delivers such entries again. An error is a storage
     /// failure: the node stops rather than diverge.
     fn apply(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>>;
 

@@ -4,8 +4,10 @@
 //!
 //! Durability order per `Ready` (raft-rs 0.7): send the leader's messages (they may go
 //! out before its own append is durable), apply snapshot, apply committed entries, append
-//! new entries and hard state, **flush sled**, only then send persisted messages and
-//! acknowledge proposers — one fsync per `Ready`, shared by every proposal in it.
+//! new entries and hard state, **sync the WAL**, only then send persisted messages and
+//! acknowledge proposers — one fdatasync per `Ready`, shared by every proposal in it.
+//! What the state machine applied reaches sled unflushed: the WAL holds those entries
+//! until sled is flushed, and a restart applies them again.
 //! Proposers are matched to their entries by a context of (member id, request id)
 //! carried in the entry.
 //!
@@ -47,6 +49,10 @@ pub struct RaftConfig {
     pub snapshot_count: u64,
     /// The directory sled was opened at: its files are fdatasynced after each flush.
     pub sled_dir: std::path::PathBuf,
+    /// The directory of the raft log's write-ahead log.
+    pub wal_dir: std::path::PathBuf,
+    /// The size of a WAL segment file.
+    pub wal_segment_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,7 +143,15 @@ impl RaftNode {
         sm: Arc<dyn StateMachine>,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let storage = LogStorage::open(&db, sm.clone(), cfg.identity, &cfg.bootstrap)?;
+        let storage = LogStorage::open(
+            &db,
+            &cfg.sled_dir,
+            &cfg.wal_dir,
+            cfg.wal_segment_bytes,
+            sm.clone(),
+            cfg.identity,
+            &cfg.bootstrap,
+        )?;
         let member_id = cfg.identity.member_id;
         let heartbeat = cfg.heartbeat_interval.max(Duration::from_millis(1));
         let election_tick =
@@ -204,15 +218,12 @@ impl RaftNode {
             }),
         );
         transport.update(&members);
-        let sled_files = super::durable::SledFiles::open(&cfg.sled_dir)?;
         let mut lp = Loop {
-            sled_files,
             transport,
             published: None,
             attributes_applied: false,
             node,
             storage,
-            db,
             sm,
             cfg,
             shared: shared.clone(),
@@ -397,8 +408,6 @@ struct Loop {
     attributes_applied: bool,
     node: RawNode<LogStorage>,
     storage: LogStorage,
-    db: sled::Db,
-    sled_files: super::durable::SledFiles,
     sm: Arc<dyn StateMachine>,
     cfg: RaftConfig,
     shared: Arc<Shared>,
@@ -625,8 +634,7 @@ impl Loop {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         let start = Instant::now();
-        self.db.flush()?;
-        self.sled_files.sync()?;
+        self.storage.sync()?;
         self.metrics
             .fsync_seconds
             .observe(start.elapsed().as_secs_f64());
@@ -823,8 +831,10 @@ impl Loop {
         self.members_changed()
     }
 
-    /// After the member records changed: tell readers and the transport.
+    /// After the member records changed: make them durable (before the applied index
+    /// moves past the change), tell readers and the transport.
     fn members_changed(&mut self) -> anyhow::Result<()> {
+        self.storage.flush_sled()?;
         let members = self.storage.members()?;
         self.transport.update(&members);
         *self

@@ -1,19 +1,26 @@
-//! Raft log storage: raft-rs's `MemStorage` as the in-memory view raft reads, mirrored
-//! into the sled tree `raft` that survives restarts. Nothing here flushes: the node loop
-//! flushes sled once per `Ready`, before anything that depends on durability.
+//! Raft log storage: raft-rs's `MemStorage` as the in-memory view raft reads, made
+//! durable by the write-ahead log in `wal.rs` (entries, hard state, compaction point) and
+//! the sled tree `raft` (who this member is, the configuration and the member records).
+//! The state machine's own writes in sled are flushed lazily: the WAL keeps every entry
+//! until a sled flush has made its effects durable. Nothing here syncs except [`sync`],
+//! called once per `Ready`, and the rare changes of membership or snapshot.
 //!
 //! Key layout of the `raft` tree:
 //!
 //! | key                        | value                                          |
 //! |----------------------------|------------------------------------------------|
-//! | `b'e'` index:u64 BE (9 B)  | `eraftpb.Entry` (protobuf)                      |
-//! | `b"hard"`                  | `eraftpb.HardState`                             |
 //! | `b"conf"`                  | `eraftpb.ConfState`                             |
-//! | `b"snap"`                  | `eraftpb.SnapshotMetadata` of the last compaction point |
 //! | `b"ident"`                 | this member's id and the cluster id (2 × u64 BE)  |
 //! | `b'm'` id:u64 BE (9 B)     | `kvstorepb.Member` of each member                 |
 //! | `b'r'` id:u64 BE (9 B)     | empty: a member removed from the cluster          |
+//!
+//! Data directories from before the WAL kept the log there too (`b'e'` index → entry,
+//! `b"hard"`, `b"snap"`); opening one moves that log into a new WAL.
+//!
+//! [`sync`]: LogStorage::sync
 
+use super::durable::SledFiles;
+use super::wal::{Replayed, Wal};
 use super::StateMachine;
 use prost::Message as _;
 use proto::peer::kvstorepb::{Member, SnapshotData};
@@ -21,7 +28,8 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 const ENTRY_PREFIX: u8 = b'e';
 const HARD_STATE: &[u8] = b"hard";
@@ -59,13 +67,6 @@ pub enum Bootstrap {
     Join(Vec<Member>),
 }
 
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = ENTRY_PREFIX;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(raft::StorageError::Other(e.to_string().into()))
 }
@@ -75,6 +76,27 @@ pub struct LogStorage {
     mem: MemStorage,
     tree: sled::Tree,
     sm: Arc<dyn StateMachine>,
+    disk: Arc<Mutex<Disk>>,
+}
+
+/// What only the raft thread writes (behind a lock because raft-rs's `Storage` is shared).
+struct Disk {
+    wal: Wal,
+    db: sled::Db,
+    sled_files: SledFiles,
+    /// Where the log starts now (entries up to it are compacted away in memory); written
+    /// at the head of the next WAL segment.
+    compacted: Option<SnapshotMetadata>,
+}
+
+impl Disk {
+    /// Makes everything written to sled durable (see `durable.rs` for why sled's own
+    /// flush is not enough).
+    fn flush_sled(&mut self) -> anyhow::Result<()> {
+        self.db.flush()?;
+        self.sled_files.sync()?;
+        Ok(())
+    }
 }
 
 impl LogStorage {
@@ -91,83 +113,124 @@ impl LogStorage {
         }))
     }
 
-    /// Opens the log in `db`. An empty one is bootstrapped as `bootstrap` says (and the
-    /// identity recorded); an existing one ignores both and resumes from what was
-    /// persisted.
+    /// Opens the log: the WAL at `wal_dir`, the rest in `db` (opened at `sled_dir`). An
+    /// empty one is bootstrapped as `bootstrap` says (and the identity recorded); an
+    /// existing one ignores both and resumes from what was persisted.
     pub fn open(
         db: &sled::Db,
+        sled_dir: &Path,
+        wal_dir: &Path,
+        segment_bytes: u64,
         sm: Arc<dyn StateMachine>,
         identity: Identity,
         bootstrap: &Bootstrap,
     ) -> anyhow::Result<Self> {
         let tree = db.open_tree("raft")?;
-        let mem = MemStorage::new();
         let fresh = tree.get(CONF_STATE)?.is_none();
-        if fresh {
-            let mut batch = sled::Batch::default();
-            let mut ident = identity.member_id.to_be_bytes().to_vec();
-            ident.extend_from_slice(&identity.cluster_id.to_be_bytes());
-            batch.insert(IDENTITY, ident);
-            let (members, voters) = match bootstrap {
-                Bootstrap::New(m) => (m, m.iter().map(|m| m.id).collect()),
-                Bootstrap::Join(m) => (m, Vec::new()),
+        let (voters, members) = match bootstrap {
+            Bootstrap::New(m) => (m.iter().map(|m| m.id).collect(), m),
+            Bootstrap::Join(m) => (Vec::new(), m),
+        };
+        let initial_conf = ConfState {
+            voters,
+            ..Default::default()
+        };
+        // The WAL is created before the records in sled: a crash in between leaves a
+        // fresh-looking sled next to a complete WAL, which the next start resumes.
+        let (wal, replayed) = if wal_dir.exists() {
+            Wal::open(wal_dir, segment_bytes)?
+        } else {
+            let replayed = if fresh {
+                initial_log(bootstrap, &initial_conf)
+            } else {
+                legacy_log(&tree)?
             };
+            let hs = replayed.hard_state.clone().unwrap_or_default();
+            let wal = Wal::create(
+                wal_dir,
+                segment_bytes,
+                replayed.snapshot.as_ref(),
+                &hs,
+                &replayed.entries,
+            )?;
+            (wal, replayed)
+        };
+        let mut batch = sled::Batch::default();
+        if fresh {
             for m in members {
                 batch.insert(&member_key(m.id)[..], m.encode_to_vec());
             }
-            let cs = ConfState {
-                voters,
-                ..Default::default()
-            };
-            batch.insert(CONF_STATE, cs.write_to_bytes()?);
-            if let Bootstrap::New(_) = bootstrap {
-                // Like raft-rs's own bootstrap: the initial configuration is a snapshot at
-                // index 1, term 1, so a member that joins later (an empty log) is sent a
-                // snapshot carrying it rather than a log that never mentions it.
-                let mut meta = SnapshotMetadata {
-                    index: 1,
-                    term: 1,
-                    ..Default::default()
-                };
-                meta.set_conf_state(cs);
-                batch.insert(SNAP_META, meta.write_to_bytes()?);
-                let hs = HardState {
-                    term: 1,
-                    commit: 1,
-                    ..Default::default()
-                };
-                batch.insert(HARD_STATE, hs.write_to_bytes()?);
-            }
-            tree.apply_batch(batch)?;
-        } else if tree.get(IDENTITY)?.is_none() {
-            // A data directory from before identities were recorded (single member).
+            batch.insert(CONF_STATE, initial_conf.write_to_bytes()?);
+        }
+        if fresh || tree.get(IDENTITY)?.is_none() {
             let mut ident = identity.member_id.to_be_bytes().to_vec();
             ident.extend_from_slice(&identity.cluster_id.to_be_bytes());
-            tree.insert(IDENTITY, ident)?;
+            batch.insert(IDENTITY, ident);
         }
+        // A log moved into the WAL leaves sled.
+        for item in tree.scan_prefix([ENTRY_PREFIX]) {
+            batch.remove(item?.0);
+        }
+        batch.remove(HARD_STATE);
+        batch.remove(SNAP_META);
+        tree.apply_batch(batch)?;
+        let mut disk = Disk {
+            wal,
+            db: db.clone(),
+            sled_files: SledFiles::open(sled_dir)?,
+            compacted: replayed.snapshot.clone(),
+        };
+        disk.flush_sled()?;
+
+        let mem = MemStorage::new();
         {
             let mut core = mem.wl();
-            if let Some(b) = tree.get(SNAP_META)? {
-                let meta = SnapshotMetadata::parse_from_bytes(&b)?;
+            if let Some(meta) = replayed.snapshot {
                 let mut snap = Snapshot::default();
                 snap.set_metadata(meta);
                 core.apply_snapshot(snap)?;
             }
             let cs = ConfState::parse_from_bytes(&tree.get(CONF_STATE)?.unwrap_or_default())?;
             core.set_conf_state(cs);
-            let mut entries = Vec::new();
-            for item in tree.scan_prefix([ENTRY_PREFIX]) {
-                let (_, v) = item?;
-                entries.push(Entry::parse_from_bytes(&v)?);
+            if !replayed.entries.is_empty() {
+                core.append(&replayed.entries)?;
             }
-            if !entries.is_empty() {
-                core.append(&entries)?;
-            }
-            if let Some(b) = tree.get(HARD_STATE)? {
-                core.set_hardstate(HardState::parse_from_bytes(&b)?);
+            if let Some(hs) = replayed.hard_state {
+                core.set_hardstate(hs);
             }
         }
-        Ok(LogStorage { mem, tree, sm })
+        Ok(LogStorage {
+            mem,
+            tree,
+            sm,
+            disk: Arc::new(Mutex::new(disk)),
+        })
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the log durable: writes what was appended since the last call and fdatasyncs
+    /// it. When the WAL segment is full, flushes sled (so everything applied so far is
+    /// durable there) and starts a new segment, deleting the ones before the compaction
+    /// point.
+    pub fn sync(&self) -> anyhow::Result<()> {
+        let mut disk = self.disk();
+        disk.wal.sync()?;
+        if disk.wal.full() {
+            disk.flush_sled()?;
+            let compacted = disk.compacted.clone();
+            let hs = self.mem.rl().hard_state().clone();
+            disk.wal.rotate(compacted.as_ref(), &hs)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the state machine and the member records durable now (after a membership
+    /// change, before the applied index can move past it).
+    pub fn flush_sled(&self) -> anyhow::Result<()> {
+        self.disk().flush_sled()
     }
 
     /// Appends entries (replacing any conflicting suffix) to memory and sled.
@@ -175,24 +238,15 @@ impl LogStorage {
         if entries.is_empty() {
             return Ok(());
         }
-        let last_before = Storage::last_index(&self.mem)?;
         self.mem.wl().append(entries)?;
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            batch.insert(&entry_key(e.index)[..], e.write_to_bytes()?);
-        }
-        // A conflicting suffix beyond the new last entry is gone from memory: drop it here.
-        let new_last = entries.last().map(|e| e.index).unwrap_or(0);
-        for i in new_last + 1..=last_before {
-            batch.remove(&entry_key(i)[..]);
-        }
-        self.tree.apply_batch(batch)?;
+        // The WAL's replay drops a conflicting suffix when the new entries arrive.
+        self.disk().wal.append(entries)?;
         Ok(())
     }
 
     pub fn set_hard_state(&self, hs: &HardState) -> anyhow::Result<()> {
         self.mem.wl().set_hardstate(hs.clone());
-        self.tree.insert(HARD_STATE, hs.write_to_bytes()?)?;
+        self.disk().wal.set_hard_state(hs)?;
         Ok(())
     }
 
@@ -256,10 +310,6 @@ impl LogStorage {
         self.sm.restore(meta.index, &data.state)?;
         self.mem.wl().apply_snapshot(snap.clone())?;
         let mut batch = sled::Batch::default();
-        for item in self.tree.scan_prefix([ENTRY_PREFIX]) {
-            let (k, _) = item?;
-            batch.remove(k);
-        }
         for item in self.tree.scan_prefix([MEMBER_PREFIX]) {
             let (k, _) = item?;
             batch.remove(k);
@@ -267,9 +317,15 @@ impl LogStorage {
         for m in &data.members {
             batch.insert(&member_key(m.id)[..], m.encode_to_vec());
         }
-        batch.insert(SNAP_META, meta.write_to_bytes()?);
         batch.insert(CONF_STATE, meta.get_conf_state().write_to_bytes()?);
         self.tree.apply_batch(batch)?;
+        // The new state is durable before the WAL forgets the old log.
+        let hs = self.mem.rl().hard_state().clone();
+        let mut disk = self.disk();
+        disk.flush_sled()?;
+        disk.wal.install_snapshot(meta, &hs)?;
+        disk.compacted = Some(meta.clone());
+        drop(disk);
         tracing::info!(
             index = meta.index,
             term = meta.term,
@@ -279,8 +335,8 @@ impl LogStorage {
         Ok(())
     }
 
-    /// Drops log entries before `index` (already applied and durable in the state
-    /// machine), remembering the compaction point so a restart resumes after it.
+    /// Drops log entries before `index` (already applied) from memory. The WAL keeps them
+    /// until its next segment starts, after a sled flush made their effects durable.
     pub fn compact(&self, index: u64) -> anyhow::Result<()> {
         let first = Storage::first_index(&self.mem)?;
         if index <= first {
@@ -294,12 +350,7 @@ impl LogStorage {
         };
         meta.set_conf_state(self.conf_state());
         self.mem.wl().compact(index)?;
-        let mut batch = sled::Batch::default();
-        for i in first..index {
-            batch.remove(&entry_key(i)[..]);
-        }
-        batch.insert(SNAP_META, meta.write_to_bytes()?);
-        self.tree.apply_batch(batch)?;
+        self.disk().compacted = Some(meta);
         Ok(())
     }
 
@@ -310,6 +361,48 @@ impl LogStorage {
     pub fn last_index(&self) -> u64 {
         Storage::last_index(&self.mem).unwrap_or(0)
     }
+}
+
+/// The log of a new member: a new cluster's configuration is a snapshot at index 1,
+/// term 1 (like raft-rs's own bootstrap), so a member that joins later, with an empty
+/// log, is sent a snapshot carrying it rather than a log that never mentions it. A
+/// joining member starts empty and waits for the leader's snapshot.
+fn initial_log(bootstrap: &Bootstrap, conf: &ConfState) -> Replayed {
+    match bootstrap {
+        Bootstrap::New(_) => {
+            let mut meta = SnapshotMetadata {
+                index: 1,
+                term: 1,
+                ..Default::default()
+            };
+            meta.set_conf_state(conf.clone());
+            Replayed {
+                snapshot: Some(meta),
+                hard_state: Some(HardState {
+                    term: 1,
+                    commit: 1,
+                    ..Default::default()
+                }),
+                entries: Vec::new(),
+            }
+        }
+        Bootstrap::Join(_) => Replayed::default(),
+    }
+}
+
+/// The log kept in the `raft` tree by data directories from before the WAL.
+fn legacy_log(tree: &sled::Tree) -> anyhow::Result<Replayed> {
+    let mut out = Replayed::default();
+    if let Some(b) = tree.get(SNAP_META)? {
+        out.snapshot = Some(SnapshotMetadata::parse_from_bytes(&b)?);
+    }
+    if let Some(b) = tree.get(HARD_STATE)? {
+        out.hard_state = Some(HardState::parse_from_bytes(&b)?);
+    }
+    for item in tree.scan_prefix([ENTRY_PREFIX]) {
+        out.entries.push(Entry::parse_from_bytes(&item?.1)?);
+    }
+    Ok(out)
 }
 
 impl Storage for LogStorage {

@@ -19,7 +19,7 @@ use proto::etcd::etcdserverpb::{RangeRequest, RangeResponse};
 use proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
 use proto::peer::kvstorepb::{internal_response, ApplyError, InternalRequest, InternalResponse};
 use revision::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// An error with the gRPC code and message etcd answers with.
@@ -264,36 +264,54 @@ impl Store {
         Ok(out)
     }
 
-    /// Applies one committed raft entry. Its effects and the applied index are written in
-    /// one atomic sled batch (not flushed: the entry is durable in the raft WAL, which keeps it until sled is flushed),
-    /// then watchers are notified, in revision order, before the lock is released.
-    /// An entry at or below the applied index (replayed after a restart) is skipped.
-    pub fn apply_entry(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    /// Applies committed raft entries, in order, and returns each one's response. Their
+    /// effects and the applied index are written in one atomic sled batch (not flushed:
+    /// the entries are durable in the raft WAL, which keeps them until sled is flushed),
+    /// then watchers are notified, in revision order, before the lock is released. An
+    /// entry at or below the applied index (replayed after a restart) is skipped.
+    pub fn apply_entries(&self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if index <= state.applied_index {
-            return Ok(Vec::new());
-        }
         let mut batch = sled::Batch::default();
-        let (resp, events, rev) = if data.is_empty() {
-            (None, Vec::new(), state.current_rev)
-        } else {
+        let mut pending = HashMap::new();
+        let mut notify = Vec::new();
+        let mut out = Vec::with_capacity(entries.len());
+        let (applied, current) = (state.applied_index, state.current_rev);
+        for &(index, data) in entries {
+            if index <= state.applied_index || data.is_empty() {
+                state.applied_index = state.applied_index.max(index);
+                out.push(Vec::new());
+                continue;
+            }
             let req = InternalRequest::decode(data)?;
-            let mut t = txn::WriteTxn::new(&mut state, self, &mut batch);
+            let mut t = txn::WriteTxn::new(&mut state, self, &mut batch, &mut pending);
             let resp = t.apply(req);
             let (events, rev) = t.finish();
-            (Some(resp), events, rev)
-        };
-        state.applied_index = index;
-        batch.insert(META_APPLIED_INDEX, &encode_i64(index as i64));
-        if rev != state.current_rev {
+            state.applied_index = index;
             state.current_rev = rev;
-            batch.insert(META_CURRENT_REV, &encode_i64(rev));
+            if !events.is_empty() {
+                notify.push((rev, events));
+            }
+            out.push(resp.encode_to_vec());
+        }
+        if state.applied_index != applied {
+            batch.insert(META_APPLIED_INDEX, &encode_i64(state.applied_index as i64));
+        }
+        if state.current_rev != current {
+            batch.insert(META_CURRENT_REV, &encode_i64(state.current_rev));
         }
         self.tree.apply_batch(batch)?;
-        if !events.is_empty() {
+        for (rev, events) in notify {
             self.hub.notify(rev, &events);
         }
-        Ok(resp.map(|r| r.encode_to_vec()).unwrap_or_default())
+        Ok(out)
+    }
+
+    /// Applies one committed raft entry (see [`Store::apply_entries`]).
+    pub fn apply_entry(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Ok(self
+            .apply_entries(&[(index, data)])?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// Bytes used on disk by the database.

@@ -7,8 +7,8 @@ use super::Store;
 use crate::raft::StateMachine;
 
 impl StateMachine for Store {
-    fn apply(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {
-        self.apply_entry(index, data)
+    fn apply(&self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.apply_entries(entries)
     }
 
     fn applied_index(&self) -> u64 {

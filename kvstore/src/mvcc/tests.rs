@@ -394,3 +394,81 @@ fn a_watcher_left_behind_by_compaction_is_cancelled() {
     assert_eq!(notice.compact_revision, last);
     assert!(f.store.hub().is_empty(), "the watcher is dropped");
 }
+
+#[test]
+fn entries_applied_together_see_each_other_and_notify_in_order() {
+    let mut f = Fixture::new();
+    let mut rx = watch_all(&f, 3);
+    let put = |k: &str, v: &str, prev_kv: bool| {
+        InternalRequest {
+            request: Some(Q::Put(PutRequest {
+                key: k.into(),
+                value: v.into(),
+                prev_kv,
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec()
+    };
+    // The second entry's prev_kv and the third's compare read what the first wrote,
+    // before anything of the batch is in sled.
+    let swap = InternalRequest {
+        request: Some(Q::Txn(TxnRequest {
+            compare: vec![Compare {
+                key: b"w/a".to_vec(),
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Value as i32,
+                target_union: Some(compare::TargetUnion::Value(b"2".to_vec())),
+                ..Default::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: b"w/b".to_vec(),
+                    value: b"swapped".to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let (one, two) = (put("w/a", "1", false), put("w/a", "2", true));
+    let out = f
+        .store
+        .apply_entries(&[(1, &one), (2, &two), (3, &[]), (4, &swap)])
+        .unwrap();
+    f.index = 4;
+    assert_eq!(out.len(), 4);
+    assert!(
+        out[2].is_empty(),
+        "an empty entry only moves the applied index"
+    );
+    match decode_response(&out[1]) {
+        Ok(R::Put(p)) => assert_eq!(p.prev_kv.unwrap().value, b"1"),
+        other => panic!("{other:?}"),
+    }
+    match decode_response(&out[3]) {
+        Ok(R::Txn(t)) => assert!(t.succeeded),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.store.applied_index(), 4);
+    assert_eq!(f.get("w/b", 0).unwrap()[0].value, b"swapped");
+    let mut revs = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        revs.extend(
+            batch
+                .events
+                .iter()
+                .map(|e| e.kv.as_ref().unwrap().mod_revision),
+        );
+    }
+    assert_eq!(
+        revs,
+        vec![2, 3, 4],
+        "one notification per revision, in order"
+    );
+    // Entries at or below the applied index (a restart's replay) are skipped.
+    let again = f.store.apply_entries(&[(2, &two)]).unwrap();
+    assert!(again[0].is_empty());
+    assert_eq!(f.store.current_revision(), 4);
+}

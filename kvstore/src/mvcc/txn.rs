@@ -29,12 +29,18 @@ pub(super) struct WriteTxn<'a> {
     batch: &'a mut sled::Batch,
     rev: i64,
     sub: i64,
-    pending: HashMap<Revision, KeyValue>,
+    /// Values written by this and earlier entries of the same batch, not yet in sled.
+    pending: &'a mut HashMap<Revision, KeyValue>,
     events: Vec<Event>,
 }
 
 impl<'a> WriteTxn<'a> {
-    pub fn new(state: &'a mut State, store: &'a Store, batch: &'a mut sled::Batch) -> Self {
+    pub fn new(
+        state: &'a mut State,
+        store: &'a Store,
+        batch: &'a mut sled::Batch,
+        pending: &'a mut HashMap<Revision, KeyValue>,
+    ) -> Self {
         let rev = state.current_rev + 1;
         WriteTxn {
             state,
@@ -42,7 +48,7 @@ impl<'a> WriteTxn<'a> {
             batch,
             rev,
             sub: 0,
-            pending: HashMap::new(),
+            pending,
             events: Vec::new(),
         }
     }

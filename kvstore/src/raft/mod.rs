@@ -20,14 +20,15 @@ pub use storage::{Bootstrap, Identity, LogStorage};
 /// entry until a sled flush made its effects durable, and a restart applies again what
 /// sled lost, so the applied index it persists may trail what was acknowledged.
 pub trait StateMachine: Send + Sync + 'static {
-    /// Applies one committed entry. `data` is exactly what was proposed (empty for raft's
-    /// own entries, which only advance the applied index). Must be deterministic: every
+    /// Applies committed entries `(index, data)` in order and returns each one's answer.
+    /// `data` is exactly what was proposed (empty for raft's own entries, which only
+    /// advance the applied index). Must be deterministic: every
     /// member applies the same entries in the same order and must reach the same state.
-    /// Returns the bytes handed back to the proposer. Writes go to sled without flushing (the
+    /// The answers are the bytes handed back to the proposers. Writes go to sled without flushing (the
     /// entry is already durable in the WAL); an entry at or below the persisted applied
     /// index must be skipped, as a restart delivers such entries again. An error is a storage
     /// failure: the node stops rather than diverge.
-    fn apply(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>>;
+    fn apply(&self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>>;
 
     /// The index of the last entry applied (persisted with the state, so a restart
     /// resumes after it).

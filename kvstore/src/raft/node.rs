@@ -716,22 +716,24 @@ impl Loop {
         acks: &mut Vec<(u64, Vec<u8>)>,
     ) -> anyhow::Result<()> {
         let me = self.cfg.identity.member_id;
-        for e in entries {
+        // Runs of ordinary entries are applied with one call (one sled batch); a
+        // membership change or attributes entry ends a run and is applied on its own.
+        let mut run: Vec<&Entry> = Vec::new();
+        for e in &entries {
             let waiter = parse_context(e.get_context()).filter(|(m, _)| *m == me);
-            match e.get_entry_type() {
-                EntryType::EntryNormal if e.get_context() == ATTRIBUTES_CONTEXT => {
-                    self.apply_attributes(e.get_data())?;
-                    self.sm.apply(e.index, &[])?;
-                }
+            let special = match e.get_entry_type() {
+                EntryType::EntryNormal => e.get_context() == ATTRIBUTES_CONTEXT,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
+            };
+            if !special {
+                run.push(e);
+                continue;
+            }
+            self.apply_run(&mut run, acks)?;
+            let result = match e.get_entry_type() {
                 EntryType::EntryNormal => {
-                    let result = self.sm.apply(e.index, e.get_data())?;
-                    self.metrics.proposals_applied.inc();
-                    if !e.get_data().is_empty() {
-                        self.metrics.proposals_committed.inc();
-                    }
-                    if let Some((_, id)) = waiter {
-                        acks.push((id, result));
-                    }
+                    self.apply_attributes(e.get_data())?;
+                    Vec::new()
                 }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(e.get_data())?;
@@ -741,20 +743,39 @@ impl Loop {
                     let mut v2 = ConfChangeV2::default();
                     v2.mut_changes().push(single);
                     v2.set_context(cc.get_context().to_vec().into());
-                    let result = self.apply_conf_change(v2)?;
-                    self.sm.apply(e.index, &[])?;
-                    if let Some((_, id)) = waiter {
-                        acks.push((id, result));
-                    }
+                    self.apply_conf_change(v2)?
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(e.get_data())?;
-                    let result = self.apply_conf_change(cc)?;
-                    self.sm.apply(e.index, &[])?;
-                    if let Some((_, id)) = waiter {
-                        acks.push((id, result));
-                    }
+                    self.apply_conf_change(ConfChangeV2::parse_from_bytes(e.get_data())?)?
                 }
+            };
+            self.sm.apply(&[(e.index, &[])])?;
+            if let Some((_, id)) = waiter {
+                acks.push((id, result));
+            }
+        }
+        self.apply_run(&mut run, acks)
+    }
+
+    /// Applies a run of ordinary entries in one call to the state machine.
+    fn apply_run(
+        &mut self,
+        run: &mut Vec<&Entry>,
+        acks: &mut Vec<(u64, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<(u64, &[u8])> = run.iter().map(|e| (e.index, e.get_data())).collect();
+        let results = self.sm.apply(&batch)?;
+        let me = self.cfg.identity.member_id;
+        for (e, result) in run.drain(..).zip(results) {
+            self.metrics.proposals_applied.inc();
+            if !e.get_data().is_empty() {
+                self.metrics.proposals_committed.inc();
+            }
+            if let Some((_, id)) = parse_context(e.get_context()).filter(|(m, _)| *m == me) {
+                acks.push((id, result));
             }
         }
         Ok(())

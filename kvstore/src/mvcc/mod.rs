@@ -1,7 +1,12 @@
 //! The MVCC key-value state machine, etcd's data model on sled: one global revision (+1
 //! per write transaction), per-key create/mod revision and version, tombstones,
 //! compaction, leases. Raft applies committed entries here in log order
-//! ([`Store::apply_entry`]); reads come straight from the in-memory key index and sled.
+//! ([`Store::apply_entries`]); reads come straight from the in-memory key index and sled.
+//!
+//! Applied effects collect in one pending sled batch (their values readable from memory
+//! meanwhile) that [`Store::persist`] writes: a sled batch costs an IO-buffer roll and a
+//! wake-up of sled's IO threads, far too much to pay per write. The raft WAL holds the
+//! entries until sled has them, so nothing is lost by the wait.
 //!
 //! Must not: read clocks or randomness while applying (every member must reach the same
 //! state), or let a reader observe half of an applied entry.
@@ -80,6 +85,13 @@ pub(crate) struct State {
     pub applied_index: u64,
     pub index: BTreeMap<Vec<u8>, KeyIndex>,
     pub leases: BTreeMap<i64, LeaseState>,
+    /// Effects applied since the last [`Store::persist`], not yet in sled: one atomic
+    /// batch, with the applied index, so sled never holds part of an entry.
+    pub unwritten: sled::Batch,
+    /// The revisions written by `unwritten`, for readers until it reaches sled.
+    pub unwritten_revs: HashMap<Revision, KeyValue>,
+    /// `unwritten` holds something.
+    pub dirty: bool,
 }
 
 pub struct Store {
@@ -191,7 +203,10 @@ impl Store {
     }
 
     /// The KeyValue stored at a revision.
-    pub(crate) fn read_rev(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+    pub(crate) fn read_rev(&self, state: &State, rev: Revision) -> Result<KeyValue, StoreError> {
+        if let Some(kv) = state.unwritten_revs.get(&rev) {
+            return Ok(kv.clone());
+        }
         let v = self
             .tree
             .get(rev.to_key())
@@ -204,7 +219,7 @@ impl Store {
     pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, i64), StoreError> {
         let state = self.read_state();
         let at = check_read_rev(&state, req.revision)?;
-        let resp = range::range(&state.index, req, at, &mut |r| self.read_rev(r))?;
+        let resp = range::range(&state.index, req, at, &mut |r| self.read_rev(&state, r))?;
         Ok((resp, state.current_rev))
     }
 
@@ -246,9 +261,9 @@ impl Store {
         revs.sort_by_key(|(r, _, _)| *r);
         let mut out = Vec::with_capacity(revs.len());
         for (rev, tomb, prev) in revs {
-            let kv = self.read_rev(rev)?;
+            let kv = self.read_rev(state, rev)?;
             let prev_kv = match (prev_kv, prev) {
-                (true, Some(p)) => Some(self.read_rev(p)?),
+                (true, Some(p)) => Some(self.read_rev(state, p)?),
                 _ => None,
             };
             out.push(Event {
@@ -265,14 +280,13 @@ impl Store {
     }
 
     /// Applies committed raft entries, in order, and returns each one's response. Their
-    /// effects and the applied index are written in one atomic sled batch (not flushed:
-    /// the entries are durable in the raft WAL, which keeps them until sled is flushed),
-    /// then watchers are notified, in revision order, before the lock is released. An
-    /// entry at or below the applied index (replayed after a restart) is skipped.
+    /// effects and the applied index join the pending batch ([`Store::persist`] writes
+    /// it), then watchers are notified, in revision order, before the lock is released.
+    /// An entry at or below the applied index (replayed after a restart) is skipped.
     pub fn apply_entries(&self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
-        let mut pending = HashMap::new();
+        let mut batch = std::mem::take(&mut state.unwritten);
+        let mut pending = std::mem::take(&mut state.unwritten_revs);
         let mut notify = Vec::new();
         let mut out = Vec::with_capacity(entries.len());
         let (applied, current) = (state.applied_index, state.current_rev);
@@ -294,16 +308,35 @@ impl Store {
             out.push(resp.encode_to_vec());
         }
         if state.applied_index != applied {
+            state.dirty = true;
             batch.insert(META_APPLIED_INDEX, &encode_i64(state.applied_index as i64));
         }
         if state.current_rev != current {
             batch.insert(META_CURRENT_REV, &encode_i64(state.current_rev));
         }
-        self.tree.apply_batch(batch)?;
+        state.unwritten = batch;
+        state.unwritten_revs = pending;
         for (rev, events) in notify {
             self.hub.notify(rev, &events);
         }
         Ok(out)
+    }
+
+    /// Writes the pending batch of applied effects to sled (not flushed).
+    pub fn persist(&self) -> anyhow::Result<()> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        self.persist_locked(&mut state)
+    }
+
+    pub(crate) fn persist_locked(&self, state: &mut State) -> anyhow::Result<()> {
+        if !state.dirty {
+            return Ok(());
+        }
+        self.tree
+            .apply_batch(std::mem::take(&mut state.unwritten))?;
+        state.unwritten_revs.clear();
+        state.dirty = false;
+        Ok(())
     }
 
     /// Applies one committed raft entry (see [`Store::apply_entries`]).

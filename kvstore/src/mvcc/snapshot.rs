@@ -11,13 +11,18 @@ impl StateMachine for Store {
         self.apply_entries(entries)
     }
 
+    fn persist(&self) -> anyhow::Result<()> {
+        Store::persist(self)
+    }
+
     fn applied_index(&self) -> u64 {
         Store::applied_index(self)
     }
 
     fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        // Holding the read lock keeps apply out, so the records are one consistent state.
-        let _state = self.read_state();
+        // Holding the lock keeps apply out, so the records are one consistent state.
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        self.persist_locked(&mut state)?;
         let mut out = Vec::new();
         for item in self.tree.iter() {
             let (k, v) = item?;

@@ -288,6 +288,30 @@ fn reopening_rebuilds_the_same_state_and_skips_replayed_entries() {
                 })),
             )
             .unwrap();
+        store.persist().unwrap();
+        // Applied but not persisted: gone after a restart (raft's WAL delivers it again).
+        store
+            .apply_entry(
+                3,
+                &bytes(Q::DeleteRange(DeleteRangeRequest {
+                    key: b"k".to_vec(),
+                    ..Default::default()
+                })),
+            )
+            .unwrap();
+        let read = |s: &Store| {
+            s.range(&RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .unwrap()
+            .0
+            .kvs
+        };
+        assert!(
+            read(&store).is_empty(),
+            "readers see applied effects at once"
+        );
         store.db.flush().unwrap();
     }
     let store = Store::open(sled::open(dir.path()).unwrap(), Arc::new(Hub::new())).unwrap();

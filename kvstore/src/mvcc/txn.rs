@@ -29,7 +29,7 @@ pub(super) struct WriteTxn<'a> {
     batch: &'a mut sled::Batch,
     rev: i64,
     sub: i64,
-    /// Values written by this and earlier entries of the same batch, not yet in sled.
+    /// Values written by this and earlier entries not yet in sled.
     pending: &'a mut HashMap<Revision, KeyValue>,
     events: Vec<Event>,
 }
@@ -104,7 +104,7 @@ impl<'a> WriteTxn<'a> {
     fn read(&self, rev: Revision) -> Result<KeyValue, StoreError> {
         match self.pending.get(&rev) {
             Some(kv) => Ok(kv.clone()),
-            None => self.store.read_rev(rev),
+            None => self.store.read_rev(self.state, rev),
         }
     }
 

@@ -30,6 +30,11 @@ pub trait StateMachine: Send + Sync + 'static {
     /// failure: the node stops rather than diverge.
     fn apply(&self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>>;
 
+    /// Writes what `apply` left pending to the storage the state machine shares with the
+    /// raft log's metadata (sled), without flushing; called before every sled flush and
+    /// whenever the raft loop finds enough pending.
+    fn persist(&self) -> anyhow::Result<()>;
+
     /// The index of the last entry applied (persisted with the state, so a restart
     /// resumes after it).
     fn applied_index(&self) -> u64;

@@ -234,6 +234,8 @@ impl RaftNode {
             ready_reads: Vec::new(),
             read_retry: HashMap::new(),
             leader: 0,
+            unpersisted: 0,
+            unpersisted_since: None,
         };
         let (started_tx, started_rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -421,7 +423,16 @@ struct Loop {
     /// committed an entry in its term, so they are sent again.
     read_retry: HashMap<u64, Instant>,
     leader: u64,
+    /// Entries applied since the state machine last persisted, and since when.
+    unpersisted: usize,
+    unpersisted_since: Option<Instant>,
 }
+
+/// The state machine's pending writes go to sled once this many entries are applied...
+const PERSIST_ENTRIES: usize = 1024;
+/// ...or once the oldest has waited this long (each write costs sled an IO-buffer roll
+/// and a thread-pool wake-up, so they are batched; the WAL holds the entries meanwhile).
+const PERSIST_AFTER: Duration = Duration::from_millis(10);
 
 /// Entry and read contexts: this member's id and the request id, so only the proposing
 /// member resolves a waiter.
@@ -459,7 +470,11 @@ impl Loop {
         // The starter waits for this; if it has gone there is no one to tell.
         let _ = started.send(());
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let deadline = match self.unpersisted_since {
+                Some(t) => next_tick.min(t + PERSIST_AFTER),
+                None => next_tick,
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
             let mut stop = false;
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
@@ -489,6 +504,11 @@ impl Loop {
                     return;
                 }
             }
+            if let Err(e) = self.maybe_persist() {
+                tracing::error!("raft: storage failure, stopping: {e:#}");
+                self.fail_all(RaftError::Storage(e.to_string()));
+                return;
+            }
             self.resolve_reads();
             self.expire();
             self.maybe_publish();
@@ -497,7 +517,23 @@ impl Loop {
                 break;
             }
         }
+        if let Err(e) = self.sm.persist() {
+            tracing::error!("raft: writing applied state at shutdown: {e:#}");
+        }
         self.fail_all(RaftError::Stopped);
+    }
+
+    fn maybe_persist(&mut self) -> anyhow::Result<()> {
+        let due = self.unpersisted >= PERSIST_ENTRIES
+            || self
+                .unpersisted_since
+                .is_some_and(|t| t.elapsed() >= PERSIST_AFTER);
+        if due {
+            self.sm.persist()?;
+            self.unpersisted = 0;
+            self.unpersisted_since = None;
+        }
+        Ok(())
     }
 
     /// Returns false on shutdown.
@@ -768,6 +804,8 @@ impl Loop {
         }
         let batch: Vec<(u64, &[u8])> = run.iter().map(|e| (e.index, e.get_data())).collect();
         let results = self.sm.apply(&batch)?;
+        self.unpersisted += batch.len();
+        self.unpersisted_since.get_or_insert_with(Instant::now);
         let me = self.cfg.identity.member_id;
         for (e, result) in run.drain(..).zip(results) {
             self.metrics.proposals_applied.inc();

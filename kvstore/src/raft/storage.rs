@@ -90,9 +90,10 @@ struct Disk {
 }
 
 impl Disk {
-    /// Makes everything written to sled durable (see `durable.rs` for why sled's own
-    /// flush is not enough).
-    fn flush_sled(&mut self) -> anyhow::Result<()> {
+    /// Makes everything the state machine applied durable in sled, with the records
+    /// written here (see `durable.rs` for why sled's own flush is not enough).
+    fn flush_sled(&mut self, sm: &dyn StateMachine) -> anyhow::Result<()> {
+        sm.persist()?;
         self.db.flush()?;
         self.sled_files.sync()?;
         Ok(())
@@ -180,7 +181,7 @@ impl LogStorage {
             sled_files: SledFiles::open(sled_dir)?,
             compacted: replayed.snapshot.clone(),
         };
-        disk.flush_sled()?;
+        disk.flush_sled(&*sm)?;
 
         let mem = MemStorage::new();
         {
@@ -219,7 +220,7 @@ impl LogStorage {
         let mut disk = self.disk();
         disk.wal.sync()?;
         if disk.wal.full() {
-            disk.flush_sled()?;
+            disk.flush_sled(&*self.sm)?;
             let compacted = disk.compacted.clone();
             let hs = self.mem.rl().hard_state().clone();
             disk.wal.rotate(compacted.as_ref(), &hs)?;
@@ -230,7 +231,7 @@ impl LogStorage {
     /// Makes the state machine and the member records durable now (after a membership
     /// change, before the applied index can move past it).
     pub fn flush_sled(&self) -> anyhow::Result<()> {
-        self.disk().flush_sled()
+        self.disk().flush_sled(&*self.sm)
     }
 
     /// Appends entries (replacing any conflicting suffix) to memory and sled.
@@ -322,7 +323,7 @@ impl LogStorage {
         // The new state is durable before the WAL forgets the old log.
         let hs = self.mem.rl().hard_state().clone();
         let mut disk = self.disk();
-        disk.flush_sled()?;
+        disk.flush_sled(&*self.sm)?;
         disk.wal.install_snapshot(meta, &hs)?;
         disk.compacted = Some(meta.clone());
         drop(disk);

@@ -696,19 +696,20 @@ impl Loop {
         // own vote only after the flush).
         self.transport.send(rd.take_messages());
         let committed = rd.take_committed_entries();
-        // A Ready that only carries messages or read states needs no fsync.
-        let writes = !rd.snapshot().is_empty()
-            || !committed.is_empty()
-            || !rd.entries().is_empty()
-            || rd.hs().is_some();
+        // Only new entries and a new term or vote must be durable before anything is sent
+        // or acknowledged (as etcd's raft.MustSync): a commit index can be learned again,
+        // and committed entries are already durable (raft hands out only persisted ones).
+        let before = self.storage.hard_state();
+        let must_sync = !rd.entries().is_empty()
+            || rd
+                .hs()
+                .is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
         if !rd.snapshot().is_empty() {
             self.storage.apply_snapshot(rd.snapshot())?;
             self.members_changed()?;
         }
-        // Write order matters: sled recovers a prefix of its writes after a crash, so the
-        // log goes before the hard state that commits it, and that before the applied
-        // effects — a restart never finds a commit beyond its log or an applied index
-        // beyond its commit.
+        // The WAL replays in order, so the log goes before the hard state that commits it:
+        // a restart never finds a commit beyond its log.
         self.storage.append(rd.entries())?;
         if let Some(hs) = rd.hs() {
             self.storage.set_hard_state(hs)?;
@@ -723,7 +724,7 @@ impl Loop {
                 }
             }
         }
-        if writes {
+        if must_sync {
             self.flush()?;
         }
         self.transport.send(rd.take_persisted_messages());

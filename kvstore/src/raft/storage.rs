@@ -251,6 +251,10 @@ impl LogStorage {
         Ok(())
     }
 
+    pub fn hard_state(&self) -> HardState {
+        self.mem.rl().hard_state().clone()
+    }
+
     pub fn set_commit(&self, commit: u64) -> anyhow::Result<()> {
         let mut hs = self.mem.rl().hard_state().clone();
         hs.commit = commit;

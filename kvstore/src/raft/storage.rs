@@ -462,3 +462,89 @@ impl Storage for LogStorage {
         Ok(snap)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_log_kept_in_sled_moves_into_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sled_dir, wal_dir) = (dir.path().join("db"), dir.path().join("wal"));
+        let identity = Identity {
+            member_id: 1,
+            cluster_id: 9,
+        };
+        let bootstrap = Bootstrap::New(vec![Member {
+            id: 1,
+            ..Default::default()
+        }]);
+        // A data directory as written before the WAL existed.
+        {
+            let db = sled::open(&sled_dir).unwrap();
+            let tree = db.open_tree("raft").unwrap();
+            let cs = ConfState {
+                voters: vec![1],
+                ..Default::default()
+            };
+            tree.insert(CONF_STATE, cs.write_to_bytes().unwrap())
+                .unwrap();
+            let mut meta = SnapshotMetadata {
+                index: 1,
+                term: 1,
+                ..Default::default()
+            };
+            meta.set_conf_state(cs);
+            tree.insert(SNAP_META, meta.write_to_bytes().unwrap())
+                .unwrap();
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: 4,
+                ..Default::default()
+            };
+            tree.insert(HARD_STATE, hs.write_to_bytes().unwrap())
+                .unwrap();
+            for i in 2..=5u64 {
+                let mut k = vec![ENTRY_PREFIX];
+                k.extend_from_slice(&i.to_be_bytes());
+                tree.insert(k, entry(i, 2).write_to_bytes().unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        for round in 0..2 {
+            let db = sled::open(&sled_dir).unwrap();
+            let sm = Arc::new(
+                crate::mvcc::Store::open(db.clone(), Arc::new(crate::watch::Hub::new())).unwrap(),
+            );
+            let log = LogStorage::open(&db, &sled_dir, &wal_dir, 1 << 20, sm, identity, &bootstrap)
+                .unwrap();
+            assert_eq!(
+                (log.first_index(), log.last_index()),
+                (2, 5),
+                "round {round}"
+            );
+            let got = log
+                .entries(2, 6, None, GetEntriesContext::empty(false))
+                .unwrap();
+            assert_eq!(got, (2..=5).map(|i| entry(i, 2)).collect::<Vec<_>>());
+            assert_eq!(log.hard_state().commit, 4);
+            assert_eq!(log.hard_state().vote, 1);
+            assert_eq!(log.conf_state().voters, vec![1]);
+            let tree = db.open_tree("raft").unwrap();
+            assert!(tree.get(HARD_STATE).unwrap().is_none(), "moved out of sled");
+            assert_eq!(tree.scan_prefix([ENTRY_PREFIX]).count(), 0);
+            assert!(wal_dir.exists());
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! ([`Store::apply_entries`]); reads come straight from the in-memory key index and sled.
 //!
 //! Applied effects collect in one pending sled batch (their values readable from memory
-//! meanwhile) that [`Store::persist`] writes: a sled batch costs an IO-buffer roll and a
-//! wake-up of sled's IO threads, far too much to pay per write. The raft WAL holds the
+//! meanwhile) that [`Store::persist`] writes, on a thread of its own unless asked to
+//! wait: a sled batch costs an IO-buffer roll and a wake-up of sled's IO threads, far
+//! too much to pay per write or on the raft thread. The raft WAL holds the
 //! entries until sled has them, so nothing is lost by the wait.
 //!
 //! Must not: read clocks or randomness while applying (every member must reach the same
@@ -25,7 +26,7 @@ use proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
 use proto::peer::kvstorepb::{internal_response, ApplyError, InternalRequest, InternalResponse};
 use revision::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// An error with the gRPC code and message etcd answers with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +93,8 @@ pub(crate) struct State {
     pub unwritten_revs: HashMap<Revision, KeyValue>,
     /// `unwritten` holds something.
     pub dirty: bool,
+    /// The revisions of the batch the writer thread is writing.
+    pub writing_revs: HashMap<Revision, KeyValue>,
 }
 
 pub struct Store {
@@ -99,6 +102,54 @@ pub struct Store {
     tree: sled::Tree,
     state: RwLock<State>,
     hub: Arc<Hub>,
+    writer: Mutex<Writer>,
+}
+
+/// The thread that writes pending batches to sled, so the raft loop does not wait for
+/// sled's IO-buffer handling. One batch at a time, in order.
+struct Writer {
+    jobs: mpsc::Sender<sled::Batch>,
+    done: mpsc::Receiver<sled::Result<()>>,
+    /// A batch was handed over and its result not yet collected.
+    busy: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    /// Waits for the thread, which holds the database open (a reopen would find it
+    /// locked otherwise).
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the mvcc writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Writer {
+    fn start(tree: sled::Tree) -> std::io::Result<Writer> {
+        let (jobs, job_rx) = mpsc::channel::<sled::Batch>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("mvcc-writer".into())
+            .spawn(move || {
+                // Ends when the store (the sender) is dropped.
+                for batch in job_rx {
+                    if done_tx.send(tree.apply_batch(batch)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Writer {
+            jobs,
+            done,
+            busy: false,
+            thread: Some(thread),
+        })
+    }
 }
 
 fn decode_value(bytes: &[u8]) -> Result<(bool, KeyValue), StoreError> {
@@ -114,11 +165,13 @@ impl Store {
     pub fn open(db: sled::Db, hub: Arc<Hub>) -> anyhow::Result<Self> {
         let tree = db.open_tree("mvcc")?;
         let state = Self::load(&tree)?;
+        let writer = Writer::start(tree.clone())?;
         Ok(Store {
             db,
             tree,
             state: RwLock::new(state),
             hub,
+            writer: Mutex::new(writer),
         })
     }
 
@@ -204,7 +257,11 @@ impl Store {
 
     /// The KeyValue stored at a revision.
     pub(crate) fn read_rev(&self, state: &State, rev: Revision) -> Result<KeyValue, StoreError> {
-        if let Some(kv) = state.unwritten_revs.get(&rev) {
+        if let Some(kv) = state
+            .unwritten_revs
+            .get(&rev)
+            .or_else(|| state.writing_revs.get(&rev))
+        {
             return Ok(kv.clone());
         }
         let v = self
@@ -322,21 +379,49 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the pending batch of applied effects to sled (not flushed).
-    pub fn persist(&self) -> anyhow::Result<()> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        self.persist_locked(&mut state)
-    }
-
-    pub(crate) fn persist_locked(&self, state: &mut State) -> anyhow::Result<()> {
-        if !state.dirty {
-            return Ok(());
+    /// Writes the pending batch of applied effects to sled (not flushed). With `wait`,
+    /// everything applied is in sled when it returns. Without, the batch goes to the
+    /// writer thread, unless that is still busy with the previous one: then nothing
+    /// happens and the answer is false.
+    pub fn persist(&self, wait: bool) -> anyhow::Result<bool> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if writer.busy {
+            let result = if wait {
+                Some(writer.done.recv()?)
+            } else {
+                match writer.done.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let Some(result) = result else {
+                return Ok(false);
+            };
+            writer.busy = false;
+            result?;
+            self.state
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .writing_revs
+                .clear();
         }
-        self.tree
-            .apply_batch(std::mem::take(&mut state.unwritten))?;
-        state.unwritten_revs.clear();
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if !state.dirty {
+            return Ok(true);
+        }
+        let batch = std::mem::take(&mut state.unwritten);
         state.dirty = false;
-        Ok(())
+        if wait {
+            self.tree.apply_batch(batch)?;
+            state.unwritten_revs.clear();
+        } else {
+            state.writing_revs = std::mem::take(&mut state.unwritten_revs);
+            drop(state);
+            writer.jobs.send(batch)?;
+            writer.busy = true;
+        }
+        Ok(true)
     }
 
     /// Applies one committed raft entry (see [`Store::apply_entries`]).

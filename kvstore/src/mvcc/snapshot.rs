@@ -11,8 +11,8 @@ impl StateMachine for Store {
         self.apply_entries(entries)
     }
 
-    fn persist(&self) -> anyhow::Result<()> {
-        Store::persist(self)
+    fn persist(&self, wait: bool) -> anyhow::Result<bool> {
+        Store::persist(self, wait)
     }
 
     fn applied_index(&self) -> u64 {
@@ -20,9 +20,11 @@ impl StateMachine for Store {
     }
 
     fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        // Holding the lock keeps apply out, so the records are one consistent state.
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        self.persist_locked(&mut state)?;
+        // Only the raft thread applies and asks for snapshots, so nothing is applied
+        // between writing what is pending and reading the records; the lock keeps any
+        // other writer out.
+        self.persist(true)?;
+        let _state = self.read_state();
         let mut out = Vec::new();
         for item in self.tree.iter() {
             let (k, v) = item?;
@@ -35,6 +37,8 @@ impl StateMachine for Store {
     }
 
     fn restore(&self, _index: u64, data: &[u8]) -> anyhow::Result<()> {
+        // No write of older effects may land after the snapshot's records.
+        self.persist(true)?;
         let mut records = Vec::new();
         let mut rest = data;
         while !rest.is_empty() {

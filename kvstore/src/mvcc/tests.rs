@@ -288,7 +288,7 @@ fn reopening_rebuilds_the_same_state_and_skips_replayed_entries() {
                 })),
             )
             .unwrap();
-        store.persist().unwrap();
+        store.persist(true).unwrap();
         // Applied but not persisted: gone after a restart (raft's WAL delivers it again).
         store
             .apply_entry(

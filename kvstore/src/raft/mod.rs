@@ -31,9 +31,11 @@ pub trait StateMachine: Send + Sync + 'static {
     fn apply(&self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>>;
 
     /// Writes what `apply` left pending to the storage the state machine shares with the
-    /// raft log's metadata (sled), without flushing; called before every sled flush and
-    /// whenever the raft loop finds enough pending.
-    fn persist(&self) -> anyhow::Result<()>;
+    /// raft log's metadata (sled), without flushing. With `wait` (before every sled
+    /// flush) it is all written on return; without (whenever the raft loop finds enough
+    /// pending) the write may run in the background, and false means an earlier one is
+    /// still running, so nothing started.
+    fn persist(&self, wait: bool) -> anyhow::Result<bool>;
 
     /// The index of the last entry applied (persisted with the state, so a restart
     /// resumes after it).

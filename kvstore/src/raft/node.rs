@@ -431,7 +431,8 @@ struct Loop {
 /// The state machine's pending writes go to sled once this many entries are applied...
 const PERSIST_ENTRIES: usize = 1024;
 /// ...or once the oldest has waited this long (each write costs sled an IO-buffer roll
-/// and a thread-pool wake-up, so they are batched; the WAL holds the entries meanwhile).
+/// and a thread-pool wake-up, so they are batched and written on the state machine's
+/// own thread; the WAL holds the entries meanwhile).
 const PERSIST_AFTER: Duration = Duration::from_millis(10);
 
 /// Entry and read contexts: this member's id and the request id, so only the proposing
@@ -517,7 +518,7 @@ impl Loop {
                 break;
             }
         }
-        if let Err(e) = self.sm.persist() {
+        if let Err(e) = self.sm.persist(true) {
             tracing::error!("raft: writing applied state at shutdown: {e:#}");
         }
         self.fail_all(RaftError::Stopped);
@@ -529,9 +530,13 @@ impl Loop {
                 .unpersisted_since
                 .is_some_and(|t| t.elapsed() >= PERSIST_AFTER);
         if due {
-            self.sm.persist()?;
-            self.unpersisted = 0;
-            self.unpersisted_since = None;
+            if self.sm.persist(false)? {
+                self.unpersisted = 0;
+                self.unpersisted_since = None;
+            } else {
+                // The previous write is still running: try again a little later.
+                self.unpersisted_since = Some(Instant::now());
+            }
         }
         Ok(())
     }

@@ -93,7 +93,7 @@ impl Disk {
     /// Makes everything the state machine applied durable in sled, with the records
     /// written here (see `durable.rs` for why sled's own flush is not enough).
     fn flush_sled(&mut self, sm: &dyn StateMachine) -> anyhow::Result<()> {
-        sm.persist()?;
+        sm.persist(true)?;
         self.db.flush()?;
         self.sled_files.sync()?;
         Ok(())

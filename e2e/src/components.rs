@@ -4,11 +4,10 @@
 
 use crate::ports::free_port;
 use crate::process::{Process, Spec};
-use crate::wait::wait_for;
+use crate::wait::{http_get, wait_for};
 use crate::RunDir;
 use anyhow::{bail, Result};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,25 +37,6 @@ pub fn spawn(
         process: Process::start(spec)?,
         metrics,
     })
-}
-
-/// A plain HTTP GET on the loopback; returns (status code, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((code, body))
 }
 
 impl Component {

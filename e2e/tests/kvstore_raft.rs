@@ -1,10 +1,10 @@
 //! Raft replication across kvstore processes: a 3-member group keeps serving when its
 //! leader is SIGKILLed, elects a new one within a few election timeouts, and the killed
 //! member catches up by snapshot; a minority never acknowledges a write; membership
-//! changes through the real etcdctl (learner first, promote, remove).
+//! changes through the real etcdctl (learner first, promote, remove); `/metrics` counts it.
 
 use e2e::kvstore::{Flavor, KvCluster, Options};
-use e2e::wait::wait_for;
+use e2e::wait::{http_get, wait_for};
 use e2e::RunDir;
 use etcd_client::{Client, ConnectOptions, GetOptions, StatusResponse};
 use serde_json::Value;
@@ -144,6 +144,23 @@ fn leader_sigkill_new_leader_and_catch_up_by_snapshot() {
         log.contains("installed a snapshot from the leader"),
         "the member should have caught up by snapshot:\n{log}"
     );
+
+    // The new leader's /metrics: etcd's names, moved by what happened here.
+    let (code, body) = http_get(kv.members[new].metrics_addr(), "/metrics").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
+    };
+    assert!(value("etcd_server_proposals_committed_total") >= 100.0);
+    assert!(value("etcd_server_proposals_applied_total") >= 100.0);
+    assert!(value("etcd_server_proposals_failed_total") >= 0.0);
+    // It followed the old leader, then led: two changes at least.
+    assert!(value("etcd_server_leader_changes_seen_total") >= 2.0);
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 100.0);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
     kv.stop().unwrap();
 }
 

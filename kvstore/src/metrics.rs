@@ -64,8 +64,8 @@ impl Metrics {
             m.has_leader.clone(),
         );
         r.register(
-            "disk_backend_commit_duration_seconds",
-            "Duration of sled flushes (fsync)",
+            "disk_wal_fsync_duration_seconds",
+            "Duration of raft WAL writes with fdatasync",
             m.fsync_seconds.clone(),
         );
         r.register(

@@ -182,7 +182,7 @@ async fn schedule_all(
             None => anyhow::bail!("the watch ended"),
         }
     }
-    let (_, metrics) = components::http_get(sched.metrics, "/metrics")?;
+    let (_, metrics) = e2e::wait::http_get(sched.metrics, "/metrics")?;
     let name = "scheduler_scheduling_attempt_duration_seconds";
     let outcome = Outcome {
         pods: expect,

@@ -393,6 +393,14 @@ mod tests {
         }
     }
 
+    /// An empty WAL (1 MiB segments) in a temporary directory.
+    fn fresh() -> (tempfile::TempDir, PathBuf, Wal) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let wal = Wal::create(&dir, 1 << 20, None, &hs(1, 0), &[]).unwrap();
+        (tmp, dir, wal)
+    }
+
     fn indexes(r: &Replayed) -> Vec<(u64, u64)> {
         r.entries.iter().map(|e| (e.index, e.term)).collect()
     }
@@ -420,9 +428,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_dropped_and_overwritten() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        let mut wal = Wal::create(&dir, 1 << 20, None, &hs(1, 0), &[]).unwrap();
+        let (_tmp, dir, mut wal) = fresh();
         wal.append(&[entry(1, 1, b"a"), entry(2, 1, b"b")]).unwrap();
         wal.sync().unwrap();
         let end = wal.offset;
@@ -477,9 +483,7 @@ mod tests {
 
     #[test]
     fn an_installed_snapshot_replaces_the_log() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        let mut wal = Wal::create(&dir, 1 << 20, None, &hs(1, 0), &[]).unwrap();
+        let (_tmp, dir, mut wal) = fresh();
         wal.append(&[entry(1, 1, b"a"), entry(2, 1, b"b")]).unwrap();
         wal.install_snapshot(&meta(50, 3), &hs(3, 50)).unwrap();
         wal.append(&[entry(51, 3, b"c")]).unwrap();
@@ -493,9 +497,7 @@ mod tests {
 
     #[test]
     fn a_gap_is_corruption() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        let mut wal = Wal::create(&dir, 1 << 20, None, &hs(1, 0), &[]).unwrap();
+        let (_tmp, dir, mut wal) = fresh();
         wal.append(&[entry(1, 1, b"a"), entry(3, 1, b"c")]).unwrap();
         wal.sync().unwrap();
         drop(wal);

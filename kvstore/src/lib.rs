@@ -462,8 +462,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             builder.layer(tower::util::MapResponseLayer::new(server::oversize_as_etcd));
         let routes = server::router(server.clone());
         let mut stop_rx = stop_rx.clone();
+        // Plaintext connections get grpc-go's URL-shaped `:authority` fixed (see
+        // `server::authority`); TLS ones are decrypted inside tonic, past our reach.
+        let rewrite = tls.is_none();
         serving.push(tokio::spawn(async move {
-            let incoming = nodelay(listener);
+            use futures::StreamExt as _;
+            let incoming = nodelay(listener)
+                .map(move |c| c.map(|c| server::authority::FixAuthority::new(c, rewrite)));
             let shutdown = async move {
                 // Either a stop request or the sender going away ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;

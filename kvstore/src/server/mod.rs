@@ -5,6 +5,7 @@
 //! Must not: change the store except through raft, or answer a write before raft says
 //! it is applied and durable.
 
+pub(crate) mod authority;
 mod cluster;
 pub mod compactor;
 mod kv;

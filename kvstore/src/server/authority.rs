@@ -424,6 +424,20 @@ mod tests {
         f
     }
 
+    /// What h2 would read of `wire` sent by a client in small pieces, and the final mode.
+    async fn through(wire: Vec<u8>) -> (Vec<u8>, Mode) {
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&wire).await.unwrap();
+        });
+        let mut fixed = FixAuthority::new(server, true);
+        let mut got = Vec::new();
+        fixed.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        (got, fixed.mode)
+    }
+
     #[test]
     fn a_url_authority_becomes_host_and_port_of_the_same_length() {
         let url = "http://127.0.0.1:2379";
@@ -474,15 +488,7 @@ mod tests {
         wire.extend(frame(CONTINUATION, END_HEADERS, 1, &block[4..]));
         let data = frame(0x0, END_STREAM, 1, b"payload");
         wire.extend(&data);
-        let (mut client, server) = tokio::io::duplex(64);
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            client.write_all(&wire).await.unwrap();
-        });
-        let mut fixed = FixAuthority::new(server, true);
-        let mut got = Vec::new();
-        fixed.read_to_end(&mut got).await.unwrap();
-        writer.await.unwrap();
+        let (got, _) = through(wire).await;
 
         let mut expected = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         expected.extend(&settings);
@@ -508,17 +514,8 @@ mod tests {
             &authority_literal("127.0.0.1:2379"),
         ));
         wire.extend(frame(0x0, END_STREAM, 1, b"payload"));
-        let (mut client, server) = tokio::io::duplex(64);
-        let sent = wire.clone();
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            client.write_all(&sent).await.unwrap();
-        });
-        let mut fixed = FixAuthority::new(server, true);
-        let mut got = Vec::new();
-        fixed.read_to_end(&mut got).await.unwrap();
-        writer.await.unwrap();
+        let (got, mode) = through(wire.clone()).await;
         assert_eq!(got, wire);
-        assert_eq!(fixed.mode, Mode::Pass);
+        assert_eq!(mode, Mode::Pass);
     }
 }

@@ -1,6 +1,7 @@
 //! TLS with rustls on client and peer URLs: a three-member group whose members talk
 //! https to each other (peer certificates checked against the CA) serves clients that
-//! present a certificate signed by the CA, and refuses those that do not.
+//! present a certificate signed by the CA (the real etcdctl among them), and refuses
+//! those that do not.
 
 use e2e::kvstore::{Flavor, KvCluster, Options};
 use e2e::pki::Pki;
@@ -93,5 +94,27 @@ fn three_members_over_tls_refuse_clients_without_a_ca_signed_certificate() {
             .unwrap();
         assert_eq!(r.kvs().len(), 1);
     });
+    // The real etcdctl with the admin certificate and an https:// endpoint.
+    let dir = run.subdir("etcdctl").unwrap();
+    let files = [
+        ("ca.pem", &ca),
+        ("admin.pem", &cert),
+        ("admin-key.pem", &key),
+    ];
+    for (name, pem) in files {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    for args in [&["endpoint", "status"][..], &["get", "tls/k"][..]] {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", eps[0]))
+            .arg(format!("--cacert={}", dir.join("ca.pem").display()))
+            .arg(format!("--cert={}", dir.join("admin.pem").display()))
+            .arg(format!("--key={}", dir.join("admin-key.pem").display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
     kv.stop().unwrap();
 }

@@ -1,6 +1,7 @@
-//! `make bench-kvstore`: the same load against Debian's etcd 3.4 and against the kvstore,
-//! one after the other on this machine and loopback, fsync on for both, through the
-//! `etcd-client` crate. Prints throughput, p50/p99 latency and peak RSS per workload, and
+//! `make bench-kvstore`: the same load against Debian's etcd 3.4 and against the kvstore
+//! on this machine and loopback, fsync on for both, through the `etcd-client` crate. Both
+//! groups run side by side and each workload runs on one right after the other (which
+//! one goes first alternates), so a drift in the machine's speed falls on both alike. Prints throughput, p50/p99 latency and peak RSS per workload, and
 //! the kvstore/etcd ratio next to the target.
 
 use e2e::bench::{peak_rss_kib, Measured};
@@ -133,59 +134,60 @@ const WORKLOADS: &[&str] = &[
     "watch delivery (1000 watchers)",
 ];
 
-async fn run_all(endpoints: &[String]) -> Vec<Measured> {
-    let mut out = Vec::new();
-    out.push(
-        load(endpoints, 1, 1, 2_000, |mut c, _, n| async move {
-            c.put(format!("bench/seq/{n}"), "x".repeat(256), None)
-                .await?;
-            Ok(())
-        })
-        .await,
-    );
-    out.push(
-        load(endpoints, 128, 16, 25_600, |mut c, t, n| async move {
-            c.put(format!("bench/conc/{t}/{n}"), "x".repeat(256), None)
-                .await?;
-            Ok(())
-        })
-        .await,
-    );
-    out.push(
-        load(endpoints, 16, 4, 16_000, |mut c, t, n| async move {
-            c.get(format!("bench/conc/{t}/{n}"), Some(GetOptions::new()))
-                .await?;
-            Ok(())
-        })
-        .await,
-    );
-    out.push(
-        load(endpoints, 32, 8, 6_400, |mut c, t, _| async move {
-            // Compare-and-swap on the task's own key: read its mod revision, then swap.
-            // Nobody else writes the key, so a lost compare means the read was stale;
-            // it is retried (and counted) rather than aborting the run.
-            let key = format!("bench/cas/{t}");
-            for _ in 0..100 {
-                let rev = c
-                    .get(key.clone(), None)
-                    .await?
-                    .kvs()
-                    .first()
-                    .map_or(0, |kv| kv.mod_revision());
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                    .and_then([TxnOp::put(key.clone(), "swapped", None)]);
-                if c.txn(txn).await?.succeeded() {
-                    return Ok(());
+/// Runs workload `w` (an index into `WORKLOADS`).
+async fn run_workload(w: usize, endpoints: &[String]) -> Measured {
+    match w {
+        0 => {
+            load(endpoints, 1, 1, 2_000, |mut c, _, n| async move {
+                c.put(format!("bench/seq/{n}"), "x".repeat(256), None)
+                    .await?;
+                Ok(())
+            })
+            .await
+        }
+        1 => {
+            load(endpoints, 128, 16, 25_600, |mut c, t, n| async move {
+                c.put(format!("bench/conc/{t}/{n}"), "x".repeat(256), None)
+                    .await?;
+                Ok(())
+            })
+            .await
+        }
+        2 => {
+            load(endpoints, 16, 4, 16_000, |mut c, t, n| async move {
+                c.get(format!("bench/conc/{t}/{n}"), Some(GetOptions::new()))
+                    .await?;
+                Ok(())
+            })
+            .await
+        }
+        3 => {
+            load(endpoints, 32, 8, 6_400, |mut c, t, _| async move {
+                // Compare-and-swap on the task's own key: read its mod revision, then swap.
+                // Nobody else writes the key, so a lost compare means the read was stale;
+                // it is retried (and counted) rather than aborting the run.
+                let key = format!("bench/cas/{t}");
+                for _ in 0..100 {
+                    let rev = c
+                        .get(key.clone(), None)
+                        .await?
+                        .kvs()
+                        .first()
+                        .map_or(0, |kv| kv.mod_revision());
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                        .and_then([TxnOp::put(key.clone(), "swapped", None)]);
+                    if c.txn(txn).await?.succeeded() {
+                        return Ok(());
+                    }
+                    LOST_CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                LOST_CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            anyhow::bail!("CAS on {key} lost 100 times in a row with no other writer")
-        })
-        .await,
-    );
-    out.push(watch_delivery(&endpoints[0], 1000, 200).await);
-    out
+                anyhow::bail!("CAS on {key} lost 100 times in a row with no other writer")
+            })
+            .await
+        }
+        _ => watch_delivery(&endpoints[0], 1000, 200).await,
+    }
 }
 
 /// Compare-and-swaps that lost although nobody else wrote their key (stale reads).
@@ -197,26 +199,40 @@ fn main() -> anyhow::Result<()> {
         // A run directory per cluster size: member data dirs are named by index, and a
         // member that found the 1-member run's data would rejoin that old cluster.
         let run = RunDir::temp("bench-kvstore")?;
-        let mut results = Vec::new();
-        for flavor in [Flavor::Etcd, Flavor::Kvstore] {
-            let mut cluster = KvCluster::start(&run, flavor, size, &Options::default())?;
-            let eps = cluster.endpoints();
-            eprintln!("bench-kvstore: running against {flavor:?} at {eps:?}");
-            let r = rt.block_on(run_all(&eps));
+        let flavors = [Flavor::Etcd, Flavor::Kvstore];
+        let mut clusters = Vec::new();
+        for flavor in flavors {
+            let cluster = KvCluster::start(&run, flavor, size, &Options::default())?;
+            eprintln!("bench-kvstore: {flavor:?} at {:?}", cluster.endpoints());
+            clusters.push(cluster);
+        }
+        let mut results: [Vec<Measured>; 2] = Default::default();
+        for w in 0..WORKLOADS.len() {
+            // Who goes first alternates, so neither always runs on a warmer machine.
+            let order = if w % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                results[i].push(rt.block_on(run_workload(w, &clusters[i].endpoints())));
+                let lost = LOST_CAS.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if lost > 0 {
+                    eprintln!(
+                        "bench-kvstore: {:?}: {lost} CAS retries after a stale read",
+                        flavors[i]
+                    );
+                }
+            }
+        }
+        let mut rss = [0u64; 2];
+        for (i, mut cluster) in clusters.into_iter().enumerate() {
             // Summed over the members: what the group costs the machine.
-            let rss: u64 = cluster
+            rss[i] = cluster
                 .members
                 .iter()
                 .map(|m| peak_rss_kib(m.process.pid()))
                 .sum();
             cluster.stop()?;
-            let lost = LOST_CAS.swap(0, std::sync::atomic::Ordering::Relaxed);
-            if lost > 0 {
-                eprintln!("bench-kvstore: {flavor:?}: {lost} CAS retries after a stale read");
-            }
-            results.push((r, rss));
         }
-        report(size, &results[0], &results[1]);
+        let [etcd, kv] = results;
+        report(size, &(etcd, rss[0]), &(kv, rss[1]));
     }
     println!(
         "\ntargets: sequential puts ratio >= 1.2, 128-client puts ratio >= 2.0, p99 x <= 1.0, RSS ratio <= 1.0"

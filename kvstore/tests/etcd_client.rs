@@ -19,6 +19,11 @@ async fn start_in(dir: &std::path::Path) -> kvstore::Running {
 }
 
 async fn start_with(dir: &std::path::Path, extra: &[&str]) -> kvstore::Running {
+    kvstore::start(config(dir, extra)).await.unwrap()
+}
+
+/// A single member's flags with its data under `dir`, plus `extra`.
+fn config(dir: &std::path::Path, extra: &[&str]) -> kvstore::Config {
     let data_dir = format!("--data-dir={}", dir.join("data").display());
     let mut args = vec![
         "kvstore",
@@ -32,9 +37,7 @@ async fn start_with(dir: &std::path::Path, extra: &[&str]) -> kvstore::Running {
         "--experimental-watch-progress-notify-interval=200ms",
     ];
     args.extend_from_slice(extra);
-    kvstore::start(kvstore::Config::parse_from(args))
-        .await
-        .unwrap()
+    kvstore::Config::parse_from(args)
 }
 
 impl Kv {
@@ -342,18 +345,13 @@ fn auto_compaction_flags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt.block_on(async {
-        let data_dir = format!("--data-dir={}", dir.path().display());
-        let config = kvstore::Config::parse_from([
-            "kvstore",
-            "--name=t0",
-            &data_dir,
-            "--listen-client-urls=http://127.0.0.1:0",
-            "--listen-peer-urls=http://127.0.0.1:0",
-            "--initial-cluster=t0=http://127.0.0.1:1",
-            "--initial-advertise-peer-urls=http://127.0.0.1:1",
-            "--auto-compaction-mode=revision",
-            "--auto-compaction-retention=2h",
-        ]);
+        let config = config(
+            dir.path(),
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=2h",
+            ],
+        );
         kvstore::start(config).await.err().expect("refused")
     });
     assert!(

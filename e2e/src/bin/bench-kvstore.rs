@@ -134,25 +134,34 @@ const WORKLOADS: &[&str] = &[
     "watch delivery (1000 watchers)",
 ];
 
+/// Puts of 256-byte values to `bench/<prefix>/<task>/<n>`.
+async fn puts(
+    endpoints: &[String],
+    prefix: &'static str,
+    clients: usize,
+    conns: usize,
+    total: usize,
+) -> Measured {
+    load(
+        endpoints,
+        clients,
+        conns,
+        total,
+        move |mut c, t, n| async move {
+            c.put(format!("bench/{prefix}/{t}/{n}"), "x".repeat(256), None)
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
 /// Runs workload `w` (an index into `WORKLOADS`).
 async fn run_workload(w: usize, endpoints: &[String]) -> Measured {
     match w {
-        0 => {
-            load(endpoints, 1, 1, 2_000, |mut c, _, n| async move {
-                c.put(format!("bench/seq/{n}"), "x".repeat(256), None)
-                    .await?;
-                Ok(())
-            })
-            .await
-        }
-        1 => {
-            load(endpoints, 128, 16, 25_600, |mut c, t, n| async move {
-                c.put(format!("bench/conc/{t}/{n}"), "x".repeat(256), None)
-                    .await?;
-                Ok(())
-            })
-            .await
-        }
+        0 => puts(endpoints, "seq", 1, 1, 2_000).await,
+        // The gets below read these keys.
+        1 => puts(endpoints, "conc", 128, 16, 25_600).await,
         2 => {
             load(endpoints, 16, 4, 16_000, |mut c, t, n| async move {
                 c.get(format!("bench/conc/{t}/{n}"), Some(GetOptions::new()))

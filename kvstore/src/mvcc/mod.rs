@@ -400,13 +400,10 @@ impl Store {
             };
             writer.busy = false;
             result?;
-            self.state
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .writing_revs
-                .clear();
         }
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        // Whatever the writer had is in sled now.
+        state.writing_revs.clear();
         if !state.dirty {
             return Ok(true);
         }
@@ -425,6 +422,7 @@ impl Store {
     }
 
     /// Applies one committed raft entry (see [`Store::apply_entries`]).
+    #[cfg(test)]
     pub fn apply_entry(&self, index: u64, data: &[u8]) -> anyhow::Result<Vec<u8>> {
         Ok(self
             .apply_entries(&[(index, data)])?

@@ -762,7 +762,6 @@ impl Loop {
         // membership change or attributes entry ends a run and is applied on its own.
         let mut run: Vec<&Entry> = Vec::new();
         for e in &entries {
-            let waiter = parse_context(e.get_context()).filter(|(m, _)| *m == me);
             let special = match e.get_entry_type() {
                 EntryType::EntryNormal => e.get_context() == ATTRIBUTES_CONTEXT,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
@@ -791,12 +790,23 @@ impl Loop {
                     self.apply_conf_change(ConfChangeV2::parse_from_bytes(e.get_data())?)?
                 }
             };
-            self.sm.apply(&[(e.index, &[])])?;
-            if let Some((_, id)) = waiter {
+            // The records it changed are durable before the applied index moves past it
+            // (sled does not promise one crash-consistent prefix across trees).
+            self.storage.flush_sled()?;
+            self.apply_to_sm(&[(e.index, &[])])?;
+            if let Some((_, id)) = parse_context(e.get_context()).filter(|(m, _)| *m == me) {
                 acks.push((id, result));
             }
         }
         self.apply_run(&mut run, acks)
+    }
+
+    /// Hands entries to the state machine, counting what it has not persisted yet.
+    fn apply_to_sm(&mut self, entries: &[(u64, &[u8])]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let results = self.sm.apply(entries)?;
+        self.unpersisted += entries.len();
+        self.unpersisted_since.get_or_insert_with(Instant::now);
+        Ok(results)
     }
 
     /// Applies a run of ordinary entries in one call to the state machine.
@@ -809,9 +819,7 @@ impl Loop {
             return Ok(());
         }
         let batch: Vec<(u64, &[u8])> = run.iter().map(|e| (e.index, e.get_data())).collect();
-        let results = self.sm.apply(&batch)?;
-        self.unpersisted += batch.len();
-        self.unpersisted_since.get_or_insert_with(Instant::now);
+        let results = self.apply_to_sm(&batch)?;
         let me = self.cfg.identity.member_id;
         for (e, result) in run.drain(..).zip(results) {
             self.metrics.proposals_applied.inc();
@@ -896,10 +904,8 @@ impl Loop {
         self.members_changed()
     }
 
-    /// After the member records changed: make them durable (before the applied index
-    /// moves past the change), tell readers and the transport.
+    /// After the member records changed: tell readers and the transport.
     fn members_changed(&mut self) -> anyhow::Result<()> {
-        self.storage.flush_sled()?;
         let members = self.storage.members()?;
         self.transport.update(&members);
         *self

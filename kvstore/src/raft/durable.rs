@@ -2,7 +2,7 @@
 //!
 //! sled 0.34 makes its log writes stable with `sync_file_range`, which neither flushes
 //! the disk's write cache nor records the file's new size, and writes large values to
-//! blob files it never syncs. So after each sled flush the raft loop fdatasyncs the log
+//! blob files it never syncs. So after each sled flush the log storage fdatasyncs the log
 //! file, and any blob file that appeared since the last sync together with the blob
 //! directory (so the new name survives too).
 

@@ -26,6 +26,7 @@ use proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
 use proto::peer::kvstorepb::{internal_response, ApplyError, InternalRequest, InternalResponse};
 use revision::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// An error with the gRPC code and message etcd answers with.
@@ -103,6 +104,9 @@ pub struct Store {
     state: RwLock<State>,
     hub: Arc<Hub>,
     writer: Mutex<Writer>,
+    /// Counts the applied changes that remove revision records (compactions, restores),
+    /// which a snapshot job reading them concurrently must not miss.
+    rewrites: Arc<AtomicU64>,
 }
 
 /// The thread that writes pending batches to sled, so the raft loop does not wait for
@@ -172,6 +176,7 @@ impl Store {
             state: RwLock::new(state),
             hub,
             writer: Mutex::new(writer),
+            rewrites: Arc::default(),
         })
     }
 
@@ -346,7 +351,8 @@ impl Store {
         let mut pending = std::mem::take(&mut state.unwritten_revs);
         let mut notify = Vec::new();
         let mut out = Vec::with_capacity(entries.len());
-        let (applied, current) = (state.applied_index, state.current_rev);
+        let (applied, current, compacted) =
+            (state.applied_index, state.current_rev, state.compact_rev);
         for &(index, data) in entries {
             if index <= state.applied_index || data.is_empty() {
                 state.applied_index = state.applied_index.max(index);
@@ -370,6 +376,9 @@ impl Store {
         }
         if state.current_rev != current {
             batch.insert(META_CURRENT_REV, &encode_i64(state.current_rev));
+        }
+        if state.compact_rev != compacted {
+            self.rewrites.fetch_add(1, Ordering::SeqCst);
         }
         state.unwritten = batch;
         state.unwritten_revs = pending;

@@ -335,7 +335,7 @@ fn snapshots_restore_the_whole_state() {
     a.put("y", "2");
     a.apply(Q::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 1 }))
         .unwrap();
-    let snap = a.store.snapshot().unwrap();
+    let snap = a.store.begin_snapshot().unwrap()().unwrap().unwrap();
     let b = Fixture::new();
     b.store.restore(a.index, &snap).unwrap();
     assert_eq!(b.store.current_revision(), a.store.current_revision());
@@ -343,6 +343,46 @@ fn snapshots_restore_the_whole_state() {
     assert_eq!(b.get("y", 0).unwrap(), a.get("y", 0).unwrap());
     assert!(b.store.lease(1).is_some());
     assert!(b.store.restore(1, &snap[..snap.len() - 1]).is_err());
+}
+
+#[test]
+fn a_snapshot_job_copies_the_state_it_began_at() {
+    let mut a = Fixture::new();
+    a.put("x", "1");
+    a.apply(Q::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 1 }))
+        .unwrap();
+    let job = a.store.begin_snapshot().unwrap();
+    let (index, rev) = (a.index, a.store.current_revision());
+    // Applied while the job has not run yet: none of it may show.
+    a.put("x", "2");
+    a.put("y", "3");
+    a.apply(Q::LeaseRevoke(LeaseRevokeRequest { id: 1 }))
+        .unwrap();
+    a.store.persist(true).unwrap();
+    let snap = job().unwrap().expect("nothing was compacted");
+    let b = Fixture::new();
+    b.store.restore(index, &snap).unwrap();
+    assert_eq!(b.store.current_revision(), rev);
+    assert_eq!(b.store.applied_index(), index);
+    assert_eq!(b.get("x", 0).unwrap()[0].value, b"1");
+    assert!(b.get("y", 0).unwrap().is_empty());
+    assert!(b.store.lease(1).is_some());
+
+    // A compaction removes records a running job may be reading: it gives up.
+    let job = a.store.begin_snapshot().unwrap();
+    let now = a.store.current_revision();
+    a.apply(Q::Compaction(CompactionRequest {
+        revision: now,
+        ..Default::default()
+    }))
+    .unwrap();
+    assert!(job().unwrap().is_none());
+    // So does a restore replacing everything.
+    let job = b.store.begin_snapshot().unwrap();
+    let whole = a.store.begin_snapshot().unwrap()().unwrap().unwrap();
+    b.store.restore(a.index, &whole).unwrap();
+    assert!(job().unwrap().is_none());
+    assert_eq!(b.get("y", 0).unwrap(), a.get("y", 0).unwrap());
 }
 
 fn watch_all(f: &Fixture, watch_id: i64) -> tokio::sync::mpsc::Receiver<crate::watch::Batch> {

@@ -14,6 +14,9 @@ pub use node::{RaftConfig, RaftError, RaftNode, RaftStatus};
 pub use raft::eraftpb::ConfChangeType;
 pub use storage::{Bootstrap, Identity, LogStorage};
 
+/// Builds a snapshot's bytes off the raft thread (see [`StateMachine::begin_snapshot`]).
+pub type SnapshotJob = Box<dyn FnOnce() -> anyhow::Result<Option<Vec<u8>>> + Send>;
+
 /// What raft replicates into: the MVCC store implements it.
 ///
 /// The state machine writes to sled without flushing; the raft log's WAL keeps every
@@ -41,8 +44,12 @@ pub trait StateMachine: Send + Sync + 'static {
     /// resumes after it).
     fn applied_index(&self) -> u64;
 
-    /// The whole state, for a raft snapshot sent to a member that fell behind.
-    fn snapshot(&self) -> anyhow::Result<Vec<u8>>;
+    /// Starts a snapshot of the whole state at the applied index, for a member that fell
+    /// behind the log. Called on the raft thread, so it does only what must see the state
+    /// as it is now; the job it returns builds the bytes on another thread while entries
+    /// go on being applied, and answers `None` if something applied meanwhile rewrote
+    /// history the job was reading (a compaction, a restore): the caller starts again.
+    fn begin_snapshot(&self) -> anyhow::Result<SnapshotJob>;
 
     /// Replaces the whole state with a snapshot taken at `index`.
     fn restore(&self, index: u64, data: &[u8]) -> anyhow::Result<()>;

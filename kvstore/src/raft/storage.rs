@@ -29,7 +29,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 const ENTRY_PREFIX: u8 = b'e';
 const HARD_STATE: &[u8] = b"hard";
@@ -77,6 +77,18 @@ pub struct LogStorage {
     tree: sled::Tree,
     sm: Arc<dyn StateMachine>,
     disk: Arc<Mutex<Disk>>,
+    snapshots: Arc<Mutex<Snapshots>>,
+}
+
+/// Snapshots for members that fell behind, built on a thread of their own so the raft
+/// thread goes on (heartbeats, appends, applies) while a large store is copied.
+#[derive(Default)]
+struct Snapshots {
+    /// The build under way; its snapshot (or `None`: history was rewritten under it,
+    /// start again) arrives here.
+    building: Option<mpsc::Receiver<anyhow::Result<Option<Snapshot>>>>,
+    /// The last one built, handed out while a follower can go on from the log after it.
+    ready: Option<Snapshot>,
 }
 
 /// What only the raft thread writes (behind a lock because raft-rs's `Storage` is shared).
@@ -205,6 +217,7 @@ impl LogStorage {
             tree,
             sm,
             disk: Arc::new(Mutex::new(disk)),
+            snapshots: Arc::default(),
         })
     }
 
@@ -356,6 +369,15 @@ impl LogStorage {
         meta.set_conf_state(self.conf_state());
         self.mem.wl().compact(index)?;
         self.disk().compacted = Some(meta);
+        // A snapshot a follower could no longer go on from is only memory now.
+        let mut snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if snaps
+            .ready
+            .as_ref()
+            .is_some_and(|s| s.get_metadata().index + 1 < index)
+        {
+            snaps.ready = None;
+        }
         Ok(())
     }
 
@@ -438,28 +460,77 @@ impl Storage for LogStorage {
     }
 
     /// A snapshot for a follower that fell behind the log: the state machine's whole
-    /// state at its applied index.
+    /// state at its applied index. Building one takes a while on a large store, so the
+    /// first call starts it on another thread and answers "temporarily unavailable";
+    /// raft asks again on the follower's next heartbeat response and gets it once built.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || {
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ))
+        };
+        let mut snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(building) = &snaps.building {
+            match building.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => return unavailable(),
+                Ok(Ok(Some(snap))) => snaps.ready = Some(snap),
+                Ok(Ok(None)) => {
+                    tracing::info!("raft: history was compacted under a snapshot; building again")
+                }
+                Ok(Err(e)) => tracing::warn!("raft: building a snapshot: {e:#}"),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    tracing::warn!("raft: the snapshot thread died; building again")
+                }
+            }
+            snaps.building = None;
+        }
+        let first = self.mem.first_index()?;
+        if let Some(snap) = &snaps.ready {
+            let index = snap.get_metadata().index;
+            if index >= request_index && index + 1 >= first {
+                return Ok(snap.clone());
+            }
+            snaps.ready = None;
+        }
         let index = self.sm.applied_index();
         // Nothing applied past the log's start yet (a brand-new cluster): ask again later.
-        if index < request_index || index + 1 < self.mem.first_index()? {
-            return Err(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            ));
+        if index < request_index || index + 1 < first {
+            return unavailable();
         }
         // MemStorage also knows the term at the compaction point itself.
         let term = self.mem.term(index)?;
-        let data = SnapshotData {
-            members: self.members().map_err(storage_err)?,
-            state: self.sm.snapshot().map_err(storage_err)?,
-        };
-        let mut snap = Snapshot::default();
-        snap.set_data(data.encode_to_vec().into());
-        let meta = snap.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state());
-        Ok(snap)
+        let members = self.members().map_err(storage_err)?;
+        let conf_state = self.conf_state();
+        let job = self.sm.begin_snapshot().map_err(storage_err)?;
+        let (done, building) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("raft-snapshot".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let snap = job().map(|state| {
+                    state.map(|state| {
+                        let data = SnapshotData { members, state };
+                        let mut snap = Snapshot::default();
+                        snap.set_data(data.encode_to_vec().into());
+                        let meta = snap.mut_metadata();
+                        meta.index = index;
+                        meta.term = term;
+                        meta.set_conf_state(conf_state);
+                        tracing::info!(
+                            index,
+                            bytes = snap.get_data().len(),
+                            "raft: built a snapshot in {:?}",
+                            started.elapsed()
+                        );
+                        snap
+                    })
+                });
+                // Nobody waiting means the member stopped.
+                let _ = done.send(snap);
+            })
+            .map_err(storage_err)?;
+        snaps.building = Some(building);
+        unavailable()
     }
 }
 

@@ -12,6 +12,14 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// Adds another run of the same workload: throughput becomes the total operations over
+    /// the total time, percentiles are over every latency.
+    pub fn merge(&mut self, other: Measured) {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+
     pub fn throughput(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -40,4 +48,16 @@ pub fn peak_rss_kib(pid: i32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The number after flag `name` on the command line, `default` without the flag.
+pub fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{name} needs a number")),
+    }
 }

@@ -7,7 +7,7 @@
 //! Flags: `--pods N` (10000), `--clients N` (64), `--watchers N` (500).
 
 use e2e::apiserver::ControlPlane;
-use e2e::bench::{peak_rss_kib, percentile, Measured};
+use e2e::bench::{arg, peak_rss_kib, percentile, Measured};
 use e2e::https::{tls_config, HttpsClient};
 use e2e::kvstore::Flavor;
 use e2e::RunDir;
@@ -270,17 +270,6 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
         delivered: delivered.load(std::sync::atomic::Ordering::Relaxed),
         rss_kib: peak_rss_kib(cp.apiserver.pid()),
     })
-}
-
-fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{name} needs a number")),
-        None => Ok(default),
-    }
 }
 
 fn ms(d: Duration) -> String {

@@ -11,7 +11,7 @@
 
 use client::{Api, Client, ListParams, Patch, WatchEvent};
 use e2e::apiserver::ControlPlane;
-use e2e::bench::peak_rss_kib;
+use e2e::bench::{arg, peak_rss_kib};
 use e2e::components;
 use e2e::fake_kubelet::FakeKubelet;
 use e2e::kvstore::Flavor;
@@ -23,17 +23,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 const RAW_CONCURRENCY: usize = 256;
-
-fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{name} needs a number")),
-    }
-}
 
 async fn namespace(c: &Client, name: &str) -> anyhow::Result<()> {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;

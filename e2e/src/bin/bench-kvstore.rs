@@ -1,10 +1,11 @@
 //! `make bench-kvstore`: the same load against Debian's etcd 3.4 and against the kvstore
 //! on this machine and loopback, fsync on for both, through the `etcd-client` crate. Both
-//! groups run side by side and each workload runs on one right after the other (which
-//! one goes first alternates), so a drift in the machine's speed falls on both alike. Prints throughput, p50/p99 latency and peak RSS per workload, and
-//! the kvstore/etcd ratio next to the target.
+//! groups run side by side; each workload runs `--rounds N` times (3) on one right after
+//! the other (which one goes first alternates), so a drift in the machine's speed falls
+//! on both alike. Prints throughput (all rounds together), p50/p99 latency and peak RSS
+//! per workload, the kvstore/etcd ratio next to the target, and each round's ratio.
 
-use e2e::bench::{peak_rss_kib, Measured};
+use e2e::bench::{arg, peak_rss_kib, Measured};
 use e2e::kvstore::{Flavor, KvCluster, Options};
 use e2e::RunDir;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
@@ -66,7 +67,7 @@ fn now_nanos() -> u128 {
 
 /// 1,000 watchers on one prefix; each put carries its send time; the latency of every
 /// delivery to every watcher is recorded.
-async fn watch_delivery(endpoint: &str, watchers: usize, puts: usize) -> Measured {
+async fn watch_delivery(endpoint: &str, round: usize, watchers: usize, puts: usize) -> Measured {
     let lat = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     let mut conns = Vec::new();
@@ -108,9 +109,13 @@ async fn watch_delivery(endpoint: &str, watchers: usize, puts: usize) -> Measure
     let mut c = conns[0].clone();
     let start = Instant::now();
     for i in 0..puts {
-        c.put(format!("bench/watch/{i}"), now_nanos().to_string(), None)
-            .await
-            .expect("put");
+        c.put(
+            format!("bench/watch/{round}/{i}"),
+            now_nanos().to_string(),
+            None,
+        )
+        .await
+        .expect("put");
     }
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(60), t)
@@ -134,37 +139,34 @@ const WORKLOADS: &[&str] = &[
     "watch delivery (1000 watchers)",
 ];
 
-/// Puts of 256-byte values to `bench/<prefix>/<task>/<n>`.
+/// Puts of 256-byte values to new keys `bench/<prefix>/<task>/<n>`.
 async fn puts(
     endpoints: &[String],
-    prefix: &'static str,
+    prefix: String,
     clients: usize,
     conns: usize,
     total: usize,
 ) -> Measured {
-    load(
-        endpoints,
-        clients,
-        conns,
-        total,
-        move |mut c, t, n| async move {
-            c.put(format!("bench/{prefix}/{t}/{n}"), "x".repeat(256), None)
-                .await?;
+    load(endpoints, clients, conns, total, move |mut c, t, n| {
+        let key = format!("bench/{prefix}/{t}/{n}");
+        async move {
+            c.put(key, "x".repeat(256), None).await?;
             Ok(())
-        },
-    )
+        }
+    })
     .await
 }
 
-/// Runs workload `w` (an index into `WORKLOADS`).
-async fn run_workload(w: usize, endpoints: &[String]) -> Measured {
+/// Runs round `round` of workload `w` (an index into `WORKLOADS`). Puts always create
+/// keys, as in the first round.
+async fn run_workload(w: usize, round: usize, endpoints: &[String]) -> Measured {
     match w {
-        0 => puts(endpoints, "seq", 1, 1, 2_000).await,
-        // The gets below read these keys.
-        1 => puts(endpoints, "conc", 128, 16, 25_600).await,
+        0 => puts(endpoints, format!("seq{round}"), 1, 1, 2_000).await,
+        // The gets below read the first round's keys.
+        1 => puts(endpoints, format!("conc{round}"), 128, 16, 25_600).await,
         2 => {
             load(endpoints, 16, 4, 16_000, |mut c, t, n| async move {
-                c.get(format!("bench/conc/{t}/{n}"), Some(GetOptions::new()))
+                c.get(format!("bench/conc0/{t}/{n}"), Some(GetOptions::new()))
                     .await?;
                 Ok(())
             })
@@ -195,7 +197,7 @@ async fn run_workload(w: usize, endpoints: &[String]) -> Measured {
             })
             .await
         }
-        _ => watch_delivery(&endpoints[0], 1000, 200).await,
+        _ => watch_delivery(&endpoints[0], round, 1000, 200).await,
     }
 }
 
@@ -203,6 +205,9 @@ async fn run_workload(w: usize, endpoints: &[String]) -> Measured {
 static LOST_CAS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
+    // The machine's speed drifts between runs; several rounds of each workload, each
+    // pair back to back, give a ratio that drifts less, and show how much it varies.
+    let rounds = arg("--rounds", 3)?.max(1);
     let rt = tokio::runtime::Runtime::new()?;
     for size in [1, 3] {
         // A run directory per cluster size: member data dirs are named by index, and a
@@ -216,19 +221,32 @@ fn main() -> anyhow::Result<()> {
             clusters.push(cluster);
         }
         let mut results: [Vec<Measured>; 2] = Default::default();
+        let mut ratios = Vec::new();
         for w in 0..WORKLOADS.len() {
-            // Who goes first alternates, so neither always runs on a warmer machine.
-            let order = if w % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                results[i].push(rt.block_on(run_workload(w, &clusters[i].endpoints())));
-                let lost = LOST_CAS.swap(0, std::sync::atomic::Ordering::Relaxed);
-                if lost > 0 {
-                    eprintln!(
-                        "bench-kvstore: {:?}: {lost} CAS retries after a stale read",
-                        flavors[i]
-                    );
+            let mut ratio = Vec::new();
+            for round in 0..rounds {
+                // Who goes first alternates, so neither always runs on a warmer machine.
+                let order = if (w + round) % 2 == 0 { [0, 1] } else { [1, 0] };
+                let mut runs: [Measured; 2] = Default::default();
+                for i in order {
+                    runs[i] = rt.block_on(run_workload(w, round, &clusters[i].endpoints()));
+                    let lost = LOST_CAS.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    if lost > 0 {
+                        eprintln!(
+                            "bench-kvstore: {:?}: {lost} CAS retries after a stale read",
+                            flavors[i]
+                        );
+                    }
+                }
+                ratio.push(runs[1].throughput() / runs[0].throughput());
+                for (i, run) in runs.into_iter().enumerate() {
+                    match results[i].get_mut(w) {
+                        Some(m) => m.merge(run),
+                        None => results[i].push(run),
+                    }
                 }
             }
+            ratios.push(ratio);
         }
         let mut rss = [0u64; 2];
         for (i, mut cluster) in clusters.into_iter().enumerate() {
@@ -241,7 +259,7 @@ fn main() -> anyhow::Result<()> {
             cluster.stop()?;
         }
         let [etcd, kv] = results;
-        report(size, &(etcd, rss[0]), &(kv, rss[1]));
+        report(size, &(etcd, rss[0]), &(kv, rss[1]), &ratios);
     }
     println!(
         "\ntargets: sequential puts ratio >= 1.2, 128-client puts ratio >= 2.0, p99 x <= 1.0, RSS ratio <= 1.0"
@@ -249,13 +267,18 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(size: usize, etcd: &(Vec<Measured>, u64), kv: &(Vec<Measured>, u64)) {
+fn report(
+    size: usize,
+    etcd: &(Vec<Measured>, u64),
+    kv: &(Vec<Measured>, u64),
+    ratios: &[Vec<f64>],
+) {
     let members = if size == 1 { "member" } else { "members" };
     println!(
         "\nkvstore vs etcd 3.4, {size} {members}, loopback, fsync on (ratio = kvstore/etcd)\n"
     );
     println!(
-        "{:<32} {:>12} {:>12} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "{:<32} {:>12} {:>12} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}  ratio per round",
         "workload",
         "etcd ops/s",
         "kv ops/s",
@@ -270,7 +293,7 @@ fn report(size: usize, etcd: &(Vec<Measured>, u64), kv: &(Vec<Measured>, u64)) {
     for (i, name) in WORKLOADS.iter().enumerate() {
         let (e, k) = (&etcd.0[i], &kv.0[i]);
         println!(
-            "{:<32} {:>12.0} {:>12.0} {:>7.2} {:>10} {:>10} {:>10} {:>10} {:>7.2}",
+            "{:<32} {:>12.0} {:>12.0} {:>7.2} {:>10} {:>10} {:>10} {:>10} {:>7.2}  {}",
             name,
             e.throughput(),
             k.throughput(),
@@ -280,6 +303,11 @@ fn report(size: usize, etcd: &(Vec<Measured>, u64), kv: &(Vec<Measured>, u64)) {
             ms(e.percentile(0.99)),
             ms(k.percentile(0.99)),
             k.percentile(0.99).as_secs_f64() / e.percentile(0.99).as_secs_f64().max(1e-9),
+            ratios[i]
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
         );
     }
     println!(

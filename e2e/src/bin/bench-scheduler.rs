@@ -12,7 +12,7 @@
 
 use client::{Api, Client, ListParams, WatchEvent};
 use e2e::apiserver::ControlPlane;
-use e2e::bench::peak_rss_kib;
+use e2e::bench::{arg, peak_rss_kib};
 use e2e::components;
 use e2e::kvstore::Flavor;
 use e2e::RunDir;
@@ -26,17 +26,6 @@ use std::time::{Duration, Instant};
 /// (the scheduler's binder allows 512).
 const SETUP_CONCURRENCY: usize = 64;
 const BIND_CONCURRENCY: usize = 512;
-
-fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{name} needs a number")),
-    }
-}
 
 async fn create_namespace(c: &Client, name: &str) -> anyhow::Result<()> {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;

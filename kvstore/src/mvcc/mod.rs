@@ -156,6 +156,16 @@ impl Writer {
     }
 }
 
+/// The fields of a stored `mvccpb.KeyValue` that rebuilding the index needs; decoding
+/// only these skips the value.
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyAndLease {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(int64, tag = "6")]
+    lease: i64,
+}
+
 fn decode_value(bytes: &[u8]) -> Result<(bool, KeyValue), StoreError> {
     let (kind, rest) = bytes
         .split_first()
@@ -198,16 +208,24 @@ impl Store {
             applied_index: meta(META_APPLIED_INDEX)?.unwrap_or(0) as u64,
             ..Default::default()
         };
+        // One pass in revision order; a key's lease is the one of its newest record
+        // (a tombstone has none), and values are not decoded.
+        let mut leased = HashMap::new();
         for item in tree.scan_prefix([REV_PREFIX]) {
             let (k, v) = item?;
             let rev = Revision::from_key(&k)
                 .ok_or_else(|| anyhow::anyhow!("malformed revision key {k:?}"))?;
-            let (tombstone, kv) = decode_value(&v)?;
-            state
-                .index
-                .entry(kv.key.clone())
-                .or_default()
-                .push(rev, tombstone);
+            let (kind, rest) = v
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("empty revision record"))?;
+            let KeyAndLease { key, lease } = KeyAndLease::decode(rest)?;
+            let tombstone = *kind == KIND_TOMBSTONE;
+            if lease != 0 && !tombstone {
+                leased.insert(key.clone(), lease);
+            } else {
+                leased.remove(&key);
+            }
+            state.index.entry(key).or_default().push(rev, tombstone);
         }
         for item in tree.scan_prefix([LEASE_PREFIX]) {
             let (k, v) = item?;
@@ -222,19 +240,9 @@ impl Store {
             );
         }
         // Re-attach live keys to their leases.
-        let live: Vec<Revision> = state
-            .index
-            .values()
-            .filter_map(|ki| ki.get(state.current_rev))
-            .collect();
-        for rev in live {
-            if let Some(v) = tree.get(rev.to_key())? {
-                let (_, kv) = decode_value(&v)?;
-                if kv.lease != 0 {
-                    if let Some(l) = state.leases.get_mut(&kv.lease) {
-                        l.keys.insert(kv.key);
-                    }
-                }
+        for (key, lease) in leased {
+            if let Some(l) = state.leases.get_mut(&lease) {
+                l.keys.insert(key);
             }
         }
         Ok(state)

@@ -348,9 +348,20 @@ fn snapshots_restore_the_whole_state() {
 #[test]
 fn a_snapshot_job_copies_the_state_it_began_at() {
     let mut a = Fixture::new();
-    a.put("x", "1");
     a.apply(Q::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 1 }))
         .unwrap();
+    let leased = |k: &str| {
+        Q::Put(PutRequest {
+            key: k.into(),
+            value: b"1".to_vec(),
+            lease: 1,
+            ..Default::default()
+        })
+    };
+    a.apply(leased("x")).unwrap();
+    // Attached, then detached by a put without the lease.
+    a.apply(leased("z")).unwrap();
+    a.put("z", "2");
     let job = a.store.begin_snapshot().unwrap();
     let (index, rev) = (a.index, a.store.current_revision());
     // Applied while the job has not run yet: none of it may show.
@@ -366,7 +377,8 @@ fn a_snapshot_job_copies_the_state_it_began_at() {
     assert_eq!(b.store.applied_index(), index);
     assert_eq!(b.get("x", 0).unwrap()[0].value, b"1");
     assert!(b.get("y", 0).unwrap().is_empty());
-    assert!(b.store.lease(1).is_some());
+    let keys = b.store.lease(1).unwrap().keys;
+    assert_eq!(keys.into_iter().collect::<Vec<_>>(), [b"x".to_vec()]);
 
     // A compaction removes records a running job may be reading: it gives up.
     let job = a.store.begin_snapshot().unwrap();

@@ -133,7 +133,9 @@ impl Watcher {
             }
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return None,
-                Phase::Start(cache, storage) => self.subscribe(cache, *storage).await,
+                // Boxed: the start's state (cache sync, subscription) would make every
+                // watcher's pending future ~9 KB instead of ~0.7 KB.
+                Phase::Start(cache, storage) => Box::pin(self.subscribe(cache, *storage)).await,
                 Phase::Storage(mut rx) => {
                     let out = rx.recv().await?;
                     self.phase = Phase::Storage(rx);

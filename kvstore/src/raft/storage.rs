@@ -474,9 +474,9 @@ impl Storage for LogStorage {
             match building.try_recv() {
                 Err(mpsc::TryRecvError::Empty) => return unavailable(),
                 Ok(Ok(Some(snap))) => snaps.ready = Some(snap),
-                Ok(Ok(None)) => {
-                    tracing::info!("raft: history was compacted under a snapshot; building again")
-                }
+                Ok(Ok(None)) => tracing::info!(
+                    "raft: a compaction or restore ran under a snapshot; building again"
+                ),
                 Ok(Err(e)) => tracing::warn!("raft: building a snapshot: {e:#}"),
                 Err(mpsc::TryRecvError::Disconnected) => {
                     tracing::warn!("raft: the snapshot thread died; building again")

@@ -467,8 +467,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let rewrite = tls.is_none();
         serving.push(tokio::spawn(async move {
             use futures::StreamExt as _;
-            let incoming = nodelay(listener)
-                .map(move |c| c.map(|c| server::authority::FixAuthority::new(c, rewrite)));
+            let incoming = nodelay(listener).map(move |c| {
+                c.map(|c| {
+                    server::coalesce::Coalesce::new(server::authority::FixAuthority::new(
+                        c, rewrite,
+                    ))
+                })
+            });
             let shutdown = async move {
                 // Either a stop request or the sender going away ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;

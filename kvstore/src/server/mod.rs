@@ -7,6 +7,7 @@
 
 pub(crate) mod authority;
 mod cluster;
+pub(crate) mod coalesce;
 pub mod compactor;
 mod kv;
 mod lease;

@@ -7,7 +7,8 @@
 //! each stream's and wrote that stream's frame alone: one `writev` per message, and one
 //! wake-up of the reader per message on the other side.
 //!
-//! [`Coalesce`] lets the first write of a burst (the writes up to a flush) wait one turn:
+//! [`Coalesce`] lets the first write of a burst (the writes up to a flush), when it is
+//! small, wait one turn:
 //! it wakes its own task and answers `Pending`, which puts the connection's task at the
 //! back of the run queue; the stream tasks already queued add their frames meanwhile, and
 //! the next poll writes them all together. An idle runtime polls the connection again at
@@ -17,6 +18,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A write this large is company enough: it goes at once (a busy connection's writes
+/// are large already, and waiting a turn each would only slow it).
+const SMALL: usize = 16 * 1024;
 
 pub struct Coalesce<S> {
     inner: S,
@@ -32,9 +37,9 @@ impl<S> Coalesce<S> {
         }
     }
 
-    /// Whether this write goes ahead now (or waits one turn first).
-    fn go(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.waited {
+    /// Whether a write of `len` bytes goes ahead now (or waits one turn first).
+    fn go(&mut self, cx: &mut Context<'_>, len: usize) -> bool {
+        if self.waited || len >= SMALL {
             return true;
         }
         self.waited = true;
@@ -60,7 +65,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.go(cx) {
+        if !this.go(cx, buf.len()) {
             return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
@@ -72,7 +77,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.go(cx) {
+        if !this.go(cx, bufs.iter().map(|b| b.len()).sum()) {
             return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
@@ -143,5 +148,10 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert!(matches!(write(&mut io, &mut cx, b"c"), Poll::Ready(Ok(1))));
         assert_eq!(io.inner, b"abc");
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        // A large write needs no company.
+        let big = vec![0; SMALL];
+        assert!(write(&mut io, &mut cx, &big).is_ready());
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 }

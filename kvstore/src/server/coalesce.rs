@@ -8,11 +8,10 @@
 //! wake-up of the reader per message on the other side.
 //!
 //! [`Coalesce`] lets the first write of a burst (the writes up to a flush), when it is
-//! small, wait one turn:
-//! it wakes its own task and answers `Pending`, which puts the connection's task at the
-//! back of the run queue; the stream tasks already queued add their frames meanwhile, and
-//! the next poll writes them all together. An idle runtime polls the connection again at
-//! once, so a lone request pays one extra poll, not a delay.
+//! small, wait one turn: it wakes its own task and answers `Pending`, which puts the
+//! connection's task at the back of the run queue; the stream tasks already queued add
+//! their frames meanwhile, and the next poll writes them all together. An idle runtime
+//! polls the connection again at once, so a lone request pays one extra poll, not a delay.
 
 use std::io;
 use std::pin::Pin;

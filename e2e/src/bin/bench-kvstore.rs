@@ -224,6 +224,7 @@ fn main() -> anyhow::Result<()> {
         let mut ratios = Vec::new();
         for w in 0..WORKLOADS.len() {
             let mut ratio = Vec::new();
+            let mut totals: [Measured; 2] = Default::default();
             for round in 0..rounds {
                 // Who goes first alternates, so neither always runs on a warmer machine.
                 let order = if (w + round) % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -239,12 +240,12 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 ratio.push(runs[1].throughput() / runs[0].throughput());
-                for (i, run) in runs.into_iter().enumerate() {
-                    match results[i].get_mut(w) {
-                        Some(m) => m.merge(run),
-                        None => results[i].push(run),
-                    }
+                for (total, run) in totals.iter_mut().zip(runs) {
+                    total.merge(run);
                 }
+            }
+            for (result, total) in results.iter_mut().zip(totals) {
+                result.push(total);
             }
             ratios.push(ratio);
         }

@@ -67,6 +67,11 @@ pub enum Bootstrap {
     Join(Vec<Member>),
 }
 
+/// Whether a follower that installs `snap` can go on from a log starting at `first`.
+fn leads_into(snap: &Snapshot, first: u64) -> bool {
+    snap.get_metadata().index + 1 >= first
+}
+
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(raft::StorageError::Other(e.to_string().into()))
 }
@@ -235,7 +240,7 @@ impl LogStorage {
         if disk.wal.full() {
             disk.flush_sled(&*self.sm)?;
             let compacted = disk.compacted.clone();
-            let hs = self.mem.rl().hard_state().clone();
+            let hs = self.hard_state();
             disk.wal.rotate(compacted.as_ref(), &hs)?;
         }
         Ok(())
@@ -269,7 +274,7 @@ impl LogStorage {
     }
 
     pub fn set_commit(&self, commit: u64) -> anyhow::Result<()> {
-        let mut hs = self.mem.rl().hard_state().clone();
+        let mut hs = self.hard_state();
         hs.commit = commit;
         self.set_hard_state(&hs)
     }
@@ -338,7 +343,7 @@ impl LogStorage {
         batch.insert(CONF_STATE, meta.get_conf_state().write_to_bytes()?);
         self.tree.apply_batch(batch)?;
         // The new state is durable before the WAL forgets the old log.
-        let hs = self.mem.rl().hard_state().clone();
+        let hs = self.hard_state();
         let mut disk = self.disk();
         disk.flush_sled(&*self.sm)?;
         disk.wal.install_snapshot(meta, &hs)?;
@@ -371,11 +376,7 @@ impl LogStorage {
         self.disk().compacted = Some(meta);
         // A snapshot a follower could no longer go on from is only memory now.
         let mut snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        if snaps
-            .ready
-            .as_ref()
-            .is_some_and(|s| s.get_metadata().index + 1 < index)
-        {
+        if snaps.ready.as_ref().is_some_and(|s| !leads_into(s, index)) {
             snaps.ready = None;
         }
         Ok(())
@@ -486,8 +487,7 @@ impl Storage for LogStorage {
         }
         let first = self.mem.first_index()?;
         if let Some(snap) = &snaps.ready {
-            let index = snap.get_metadata().index;
-            if index >= request_index && index + 1 >= first {
+            if snap.get_metadata().index >= request_index && leads_into(snap, first) {
                 return Ok(snap.clone());
             }
             snaps.ready = None;

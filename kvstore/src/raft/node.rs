@@ -24,6 +24,7 @@ use proto::peer::kvstorepb::Member;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+    MessageType,
 };
 use raft::{RawNode, StateRole};
 use std::collections::HashMap;
@@ -230,6 +231,7 @@ impl RaftNode {
             metrics,
             next_id: 1,
             proposals: HashMap::new(),
+            batch: Vec::new(),
             reads: HashMap::new(),
             ready_reads: Vec::new(),
             read_retry: HashMap::new(),
@@ -416,6 +418,8 @@ struct Loop {
     metrics: Metrics,
     next_id: u64,
     proposals: HashMap<u64, Waiter<Vec<u8>>>,
+    /// Proposals received this round, proposed together by `propose_batch`.
+    batch: Vec<(u64, Vec<u8>, Reply<Vec<u8>>)>,
     reads: HashMap<u64, Waiter<()>>,
     /// ReadIndex answers waiting for the applied index to reach them: (index, request id).
     ready_reads: Vec<(u64, u64)>,
@@ -491,6 +495,7 @@ impl Loop {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
+            self.propose_batch();
             if stop {
                 break;
             }
@@ -552,25 +557,7 @@ impl Loop {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                match self
-                    .node
-                    .propose(context(self.cfg.identity.member_id, id), data)
-                {
-                    Ok(()) => {
-                        self.metrics.proposals_pending.inc();
-                        self.proposals.insert(
-                            id,
-                            Waiter {
-                                reply,
-                                since: Instant::now(),
-                            },
-                        );
-                    }
-                    Err(_) => {
-                        self.metrics.proposals_failed.inc();
-                        let _ = reply.send(Err(RaftError::NoLeader)); // the caller may have gone
-                    }
-                }
+                self.batch.push((id, data, reply));
             }
             Cmd::ReadIndex(reply) => {
                 if self.node.raft.leader_id == 0 {
@@ -591,6 +578,8 @@ impl Loop {
                 self.read_retry.insert(id, Instant::now());
             }
             Cmd::ConfChange(cc, reply) => {
+                // Proposals that arrived first go first.
+                self.propose_batch();
                 if let Err(e) = self.check_conf_change(&cc) {
                     let _ = reply.send(Err(e)); // the caller may have gone
                     return true;
@@ -640,6 +629,41 @@ impl Loop {
             Cmd::Shutdown => return false,
         }
         true
+    }
+
+    /// Proposes this round's writes as one raft message: a follower forwards them to the
+    /// leader together, and the leader appends them at once, instead of one message and
+    /// one append per write. Raft takes or drops the message whole.
+    fn propose_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let me = self.cfg.identity.member_id;
+        let mut waiting = Vec::with_capacity(self.batch.len());
+        let mut entries = Vec::with_capacity(self.batch.len());
+        for (id, data, reply) in self.batch.drain(..) {
+            entries.push(Entry {
+                data: data.into(),
+                context: context(me, id).into(),
+                ..Default::default()
+            });
+            waiting.push((id, reply));
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.node.raft.id;
+        m.set_entries(entries.into());
+        let proposed = self.node.raft.step(m).is_ok();
+        for (id, reply) in waiting {
+            if proposed {
+                self.metrics.proposals_pending.inc();
+                let since = Instant::now();
+                self.proposals.insert(id, Waiter { reply, since });
+            } else {
+                self.metrics.proposals_failed.inc();
+                let _ = reply.send(Err(RaftError::NoLeader)); // the caller may have gone
+            }
+        }
     }
 
     /// What only the raft thread can check before a membership change is proposed:

@@ -1,5 +1,5 @@
 //! What the benchmarks share: a measured run's latencies and throughput, and a process's
-//! peak memory.
+//! peak memory and CPU time.
 
 use std::time::Duration;
 
@@ -9,6 +9,10 @@ pub struct Measured {
     pub ops: usize,
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
+    /// CPU time the servers under test used meanwhile (zero when not measured).
+    pub server_cpu: Duration,
+    /// CPU time the load generator (this process) used meanwhile.
+    pub client_cpu: Duration,
 }
 
 impl Measured {
@@ -18,6 +22,18 @@ impl Measured {
         self.ops += other.ops;
         self.elapsed += other.elapsed;
         self.latencies.extend(other.latencies);
+        self.server_cpu += other.server_cpu;
+        self.client_cpu += other.client_cpu;
+    }
+
+    /// Server CPU time per operation, in microseconds.
+    pub fn server_us_per_op(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
+    }
+
+    /// Load generator CPU time per operation, in microseconds.
+    pub fn client_us_per_op(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
     }
 
     pub fn throughput(&self) -> f64 {
@@ -48,6 +64,36 @@ pub fn peak_rss_kib(pid: i32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a live process has used so far, zero if unknown. With the
+/// load generator on the same cores as the servers, this shows what each side of an
+/// operation costs the machine.
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Duration::from_secs_f64(ticks as f64 / hz.max(1) as f64)
+}
+
+/// This process's own CPU time so far.
+pub fn own_cpu_time() -> Duration {
+    cpu_time(std::process::id() as i32)
+}
+
+/// CPU time used so far by all of `pids` together.
+pub fn cpu_time_of(pids: impl IntoIterator<Item = i32>) -> Duration {
+    pids.into_iter().map(cpu_time).sum()
 }
 
 /// The number after flag `name` on the command line, `default` without the flag.

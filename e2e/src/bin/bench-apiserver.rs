@@ -2,12 +2,14 @@
 //! Debian's etcd 3.4, in one run. 64 REST clients create pods while gRPC watchers follow
 //! them; then the pods are listed. Prints create throughput and latency, LIST latency,
 //! watch delivery latency, apiserver RSS, and create throughput as a share of the raw
-//! store's transaction throughput measured just before (the layer's overhead).
+//! store's transaction throughput measured just before (the layer's overhead), and what
+//! each create cost the machine in CPU (apiserver, store, and this process's creators
+//! and watchers), from the first create until every watcher has every event.
 //!
 //! Flags: `--pods N` (10000), `--clients N` (64), `--watchers N` (500).
 
 use e2e::apiserver::ControlPlane;
-use e2e::bench::{arg, peak_rss_kib, percentile, Measured};
+use e2e::bench::{arg, cpu_time, cpu_time_of, own_cpu_time, peak_rss_kib, percentile, Measured};
 use e2e::https::{tls_config, HttpsClient};
 use e2e::kvstore::Flavor;
 use e2e::RunDir;
@@ -32,6 +34,9 @@ struct Report {
     delivery: Vec<Duration>,
     delivered: usize,
     rss_kib: u64,
+    /// CPU time per create of the apiserver, the store and this process (the creators and
+    /// the watchers), over the creates and their delivery to every watcher.
+    cpu_per_create: [Duration; 3],
 }
 
 fn now_nanos() -> u128 {
@@ -110,6 +115,7 @@ async fn raw_txns(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
         ops: per * opts.clients,
         elapsed: start.elapsed(),
         latencies,
+        ..Default::default()
     })
 }
 
@@ -196,6 +202,12 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
     }
 
     // Creates: one HTTPS connection per client.
+    let store_pids = || cp.kv.members.iter().map(|m| m.process.pid());
+    let cpu_before = [
+        cpu_time(cp.apiserver.pid()),
+        cpu_time_of(store_pids()),
+        own_cpu_time(),
+    ];
     let start = Instant::now();
     let mut creators = Vec::new();
     for t in 0..opts.clients {
@@ -226,6 +238,7 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
         ops: total,
         elapsed: start.elapsed(),
         latencies,
+        ..Default::default()
     };
 
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -236,6 +249,13 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
             break;
         }
     }
+    let cpu_after = [
+        cpu_time(cp.apiserver.pid()),
+        cpu_time_of(store_pids()),
+        own_cpu_time(),
+    ];
+    let cpu_per_create =
+        std::array::from_fn(|i| cpu_after[i].saturating_sub(cpu_before[i]) / total.max(1) as u32);
 
     let mut list = Vec::new();
     for _ in 0..5 {
@@ -269,11 +289,16 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
         delivery,
         delivered: delivered.load(std::sync::atomic::Ordering::Relaxed),
         rss_kib: peak_rss_kib(cp.apiserver.pid()),
+        cpu_per_create,
     })
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    if d < Duration::from_millis(10) {
+        format!("{:.2}ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -332,6 +357,28 @@ fn main() -> anyhow::Result<()> {
             ms(percentile(&r.delivery, 0.99)),
             100.0 * r.delivered as f64 / expected.max(1) as f64,
             r.rss_kib / 1024,
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "\nCPU per create, from the first create until every watcher had every event, and the\n\
+         create rate at which that CPU fills all {cores} cores (the machine's ceiling here):\n"
+    );
+    println!(
+        "{:<9} {:>11} {:>9} {:>22} {:>9} {:>10}",
+        "store", "apiserver", "store", "bench (clients+watch)", "total", "ceiling/s"
+    );
+    for (flavor, r) in &reports {
+        let [api, store, bench] = r.cpu_per_create;
+        let total = api + store + bench;
+        println!(
+            "{:<9} {:>11} {:>9} {:>22} {:>9} {:>10.0}",
+            format!("{flavor:?}"),
+            ms(api),
+            ms(store),
+            ms(bench),
+            ms(total),
+            cores as f64 / total.as_secs_f64().max(1e-9),
         );
     }
     println!("\ntargets: create p99 < 50ms, watch delivery p99 < 100ms, LIST of 10k pods < 300ms, share (create/raw txn) >= 0.50");

@@ -3,9 +3,10 @@
 //! groups run side by side; each workload runs `--rounds N` times (3) on one right after
 //! the other (which one goes first alternates), so a drift in the machine's speed falls
 //! on both alike. Prints throughput (all rounds together), p50/p99 latency and peak RSS
-//! per workload, the kvstore/etcd ratio next to the target, and each round's ratio.
+//! per workload, the kvstore/etcd ratio next to the target, and each round's ratio; then
+//! the CPU each operation cost the servers and the load generator.
 
-use e2e::bench::{arg, peak_rss_kib, Measured};
+use e2e::bench::{arg, cpu_time_of, own_cpu_time, peak_rss_kib, Measured};
 use e2e::kvstore::{Flavor, KvCluster, Options};
 use e2e::RunDir;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
@@ -55,6 +56,7 @@ where
         ops: per * clients,
         elapsed: start.elapsed(),
         latencies,
+        ..Default::default()
     }
 }
 
@@ -128,6 +130,7 @@ async fn watch_delivery(endpoint: &str, round: usize, watchers: usize, puts: usi
         ops: latencies.len(),
         elapsed: start.elapsed(),
         latencies,
+        ..Default::default()
     }
 }
 
@@ -230,7 +233,11 @@ fn main() -> anyhow::Result<()> {
                 let order = if (w + round) % 2 == 0 { [0, 1] } else { [1, 0] };
                 let mut runs: [Measured; 2] = Default::default();
                 for i in order {
+                    let pids = || clusters[i].members.iter().map(|m| m.process.pid());
+                    let (server0, client0) = (cpu_time_of(pids()), own_cpu_time());
                     runs[i] = rt.block_on(run_workload(w, round, &clusters[i].endpoints()));
+                    runs[i].server_cpu = cpu_time_of(pids()).saturating_sub(server0);
+                    runs[i].client_cpu = own_cpu_time().saturating_sub(client0);
                     let lost = LOST_CAS.swap(0, std::sync::atomic::Ordering::Relaxed);
                     if lost > 0 {
                         eprintln!(
@@ -309,6 +316,30 @@ fn report(
                 .map(|r| format!("{r:.2}"))
                 .collect::<Vec<_>>()
                 .join(" "),
+        );
+    }
+    // Loader and servers share the machine's cores: when a workload saturates them, the
+    // ratio can reach at most (loader + etcd) / (loader + kvstore) of these costs.
+    println!(
+        "\nCPU per operation in microseconds (servers: all members together; loader: this\n\
+         process); ceiling = the ratio at which both runs would fill the same cores\n"
+    );
+    println!(
+        "{:<32} {:>12} {:>12} {:>14} {:>14} {:>8}",
+        "workload", "etcd", "kvstore", "loader (etcd)", "loader (kv)", "ceiling"
+    );
+    for (i, name) in WORKLOADS.iter().enumerate() {
+        let (e, k) = (&etcd.0[i], &kv.0[i]);
+        let ceiling = (e.server_us_per_op() + e.client_us_per_op())
+            / (k.server_us_per_op() + k.client_us_per_op()).max(1e-9);
+        println!(
+            "{:<32} {:>12.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2}",
+            name,
+            e.server_us_per_op(),
+            k.server_us_per_op(),
+            e.client_us_per_op(),
+            k.client_us_per_op(),
+            ceiling,
         );
     }
     println!(

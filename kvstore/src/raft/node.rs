@@ -174,7 +174,7 @@ impl RaftNode {
             applied,
             check_quorum: true,
             pre_vote: true,
-            max_size_per_msg: 1024 * 1024,
+            max_size_per_msg: MAX_ENTRIES_BYTES as u64,
             max_inflight_msgs: 256,
             ..Default::default()
         };
@@ -232,6 +232,7 @@ impl RaftNode {
             next_id: 1,
             proposals: HashMap::new(),
             batch: Vec::new(),
+            batch_bytes: 0,
             reads: HashMap::new(),
             ready_reads: Vec::new(),
             read_retry: HashMap::new(),
@@ -418,8 +419,10 @@ struct Loop {
     metrics: Metrics,
     next_id: u64,
     proposals: HashMap<u64, Waiter<Vec<u8>>>,
-    /// Proposals received this round, proposed together by `propose_batch`.
+    /// Proposals received this round, proposed together by `propose_batch`, and their
+    /// size in bytes.
     batch: Vec<(u64, Vec<u8>, Reply<Vec<u8>>)>,
+    batch_bytes: usize,
     reads: HashMap<u64, Waiter<()>>,
     /// ReadIndex answers waiting for the applied index to reach them: (index, request id).
     ready_reads: Vec<(u64, u64)>,
@@ -438,6 +441,11 @@ const PERSIST_ENTRIES: usize = 1024;
 /// and a thread-pool wake-up, so they are batched and written on the state machine's
 /// own thread; the WAL holds the entries meanwhile).
 const PERSIST_AFTER: Duration = Duration::from_millis(10);
+
+/// About the most bytes of entries one raft message carries: raft's limit for an append
+/// (`max_size_per_msg`), and the size at which a batch of proposals (which a follower
+/// forwards as one message) is proposed without waiting for the round to end.
+const MAX_ENTRIES_BYTES: usize = 1024 * 1024;
 
 /// Entry and read contexts: this member's id and the request id, so only the proposing
 /// member resolves a waiter.
@@ -557,7 +565,12 @@ impl Loop {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
+                self.batch_bytes += data.len();
                 self.batch.push((id, data, reply));
+                // A forwarded batch is one peer message: keep it the size of an append.
+                if self.batch_bytes >= MAX_ENTRIES_BYTES {
+                    self.propose_batch();
+                }
             }
             Cmd::ReadIndex(reply) => {
                 if self.node.raft.leader_id == 0 {
@@ -639,6 +652,7 @@ impl Loop {
             return;
         }
         let me = self.cfg.identity.member_id;
+        self.batch_bytes = 0;
         let mut waiting = Vec::with_capacity(self.batch.len());
         let mut entries = Vec::with_capacity(self.batch.len());
         for (id, data, reply) in self.batch.drain(..) {
@@ -940,10 +954,17 @@ impl Loop {
         Ok(())
     }
 
-    /// Proposes this member's attributes once there is a leader, again every few
-    /// seconds until they are applied (a proposal can be lost with a leader).
+    /// Proposes this member's attributes once there is a leader and this member has
+    /// applied its own membership (so once others see it published, it knows whether it
+    /// is a learner), again every few seconds until they are applied (a proposal can be
+    /// lost with a leader).
     fn maybe_publish(&mut self) {
         if self.attributes_applied || self.leader == 0 {
+            return;
+        }
+        let me = self.cfg.identity.member_id;
+        let conf = self.node.raft.prs().conf();
+        if !conf.voters().contains(me) && !conf.learners().contains(&me) {
             return;
         }
         if self

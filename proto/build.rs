@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Objects are passed through untouched: `Bytes` lets one serialized event go
         // to every watcher without a copy.
         .bytes(".apiserver.v1")
+        // Snapshot chunks are slices of one buffer, sent without copying.
+        .bytes(".kvstorepb.RaftEnvelope.chunk")
         .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -122,8 +122,21 @@ fn leader_sigkill_new_leader_and_catch_up_by_snapshot() {
         .filter(|(i, _)| *i != old)
         .map(|(_, m)| m.client_url(false))
         .collect();
+    // Some large values too, written at once through both survivors (a follower forwards
+    // its share to the leader in one message), so the snapshot comes in several pieces.
+    let big = |i: usize| vec![b'a' + i as u8; 700 * 1024];
     rt.block_on(async {
-        let mut c = client(survivors.clone()).await;
+        let c = client(survivors.clone()).await;
+        let puts: Vec<_> = (0..6)
+            .map(|i| {
+                let mut c = c.clone();
+                tokio::spawn(async move { c.put(format!("big/{i}"), big(i), None).await })
+            })
+            .collect();
+        for p in puts {
+            p.await.unwrap().unwrap();
+        }
+        let mut c = c.clone();
         for i in 10..110 {
             c.put(format!("k/{i:03}"), "after", None).await.unwrap();
         }
@@ -139,6 +152,20 @@ fn leader_sigkill_new_leader_and_catch_up_by_snapshot() {
     )
     .unwrap();
     assert_eq!(count(&rt, &back, false), Some(110), "linearizable read");
+    rt.block_on(async {
+        let mut c = Client::connect([back.as_str()], Some(connect_opts()))
+            .await
+            .unwrap();
+        for i in 0..6 {
+            let opts = GetOptions::new().with_serializable();
+            let got = c.get(format!("big/{i}"), Some(opts)).await.unwrap();
+            let value = got.kvs().first().map(|kv| kv.value());
+            assert!(
+                value == Some(big(i).as_slice()),
+                "big/{i} did not arrive intact"
+            );
+        }
+    });
     let log = std::fs::read_to_string(kv.members[old].process.log_path()).unwrap();
     assert!(
         log.contains("installed a snapshot from the leader"),

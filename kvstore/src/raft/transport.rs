@@ -3,8 +3,9 @@
 //! Outgoing, one task per peer owns a bounded queue and one long-lived client stream of
 //! raft messages to that peer; when the stream breaks it reconnects with backoff and the
 //! messages queued meanwhile are dropped (raft retransmits what matters). Snapshots go on
-//! a call of their own, so their outcome can be reported to raft. Incoming, the service
-//! hands every message of the right cluster to the node loop.
+//! a call of their own, in 1 MiB pieces, so their outcome can be reported to raft and no
+//! message is the size of the store. Incoming, the service puts a snapshot back together
+//! and hands every message of the right cluster to the node loop.
 //!
 //! Must not: block the raft thread. `send` only ever `try_send`s.
 
@@ -42,7 +43,8 @@ pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
 
 /// Messages waiting for one peer; beyond this they are dropped.
 const QUEUE: usize = 4096;
-/// Snapshots can be the whole database.
+/// The largest peer message: an append whose one entry is as large as
+/// `--max-request-bytes` allows (snapshots travel in pieces).
 pub const MAX_MESSAGE: usize = 1024 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -172,6 +174,7 @@ fn envelope(m: &Message, cluster_id: u64) -> Option<RaftEnvelope> {
         Ok(bytes) => Some(RaftEnvelope {
             message: bytes,
             cluster_id,
+            ..Default::default()
         }),
         Err(e) => {
             tracing::error!("encoding a raft message: {e}");
@@ -253,7 +256,8 @@ async fn stream(ctx: &mut LinkCtx, client: RaftPeerClient<Channel>) -> bool {
     }
 }
 
-/// A snapshot on a call of its own: its answer tells raft whether it arrived.
+/// A snapshot on a call of its own, in pieces (see `snapshot_envelopes`): its answer tells
+/// raft whether it arrived.
 async fn send_snapshot(
     mut client: RaftPeerClient<Channel>,
     m: Message,
@@ -261,8 +265,8 @@ async fn send_snapshot(
     report: Reporter,
 ) {
     let to = m.to;
-    let ok = match envelope(&m, cluster_id) {
-        Some(env) => match client.send(futures::stream::iter([env])).await {
+    let ok = match snapshot_envelopes(m, cluster_id) {
+        Some(envs) => match client.send(futures::stream::iter(envs)).await {
             Ok(_) => true,
             Err(s) => {
                 tracing::warn!(to = format!("{to:x}"), "sending a snapshot: {s}");
@@ -272,6 +276,55 @@ async fn send_snapshot(
         None => false,
     };
     report(Report::Snapshot { to, ok });
+}
+
+/// A snapshot's data goes in pieces of this size, so no one message is the whole store.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+/// A snapshot message as envelopes: the message without its data (and the data's length),
+/// then the data in `SNAPSHOT_CHUNK` slices of the same buffer, made as they are sent.
+fn snapshot_envelopes(
+    mut m: Message,
+    cluster_id: u64,
+) -> Option<impl Iterator<Item = RaftEnvelope> + Send> {
+    let data = std::mem::take(&mut m.mut_snapshot().data);
+    let mut head = envelope(&m, cluster_id)?;
+    head.snapshot_size = data.len() as u64;
+    let chunks = (0..data.len())
+        .step_by(SNAPSHOT_CHUNK)
+        .map(move |at| RaftEnvelope {
+            chunk: data.slice(at..(at + SNAPSHOT_CHUNK).min(data.len())),
+            cluster_id,
+            ..Default::default()
+        });
+    Some(std::iter::once(head).chain(chunks))
+}
+
+/// Reads the chunks of a snapshot whose first envelope announced `size` bytes, and puts
+/// them back into the message.
+async fn receive_snapshot_data(
+    inbound: &mut Streaming<RaftEnvelope>,
+    m: &mut Message,
+    size: u64,
+) -> Result<(), Status> {
+    let mut data = bytes::BytesMut::with_capacity(size.min(MAX_MESSAGE as u64) as usize);
+    while (data.len() as u64) < size {
+        let Some(env) = inbound.message().await? else {
+            return Err(Status::invalid_argument(format!(
+                "a snapshot of {size} bytes ended after {}",
+                data.len()
+            )));
+        };
+        data.extend_from_slice(&env.chunk);
+    }
+    if data.len() as u64 != size {
+        return Err(Status::invalid_argument(format!(
+            "a snapshot of {size} bytes came with {}",
+            data.len()
+        )));
+    }
+    m.mut_snapshot().data = data.freeze();
+    Ok(())
 }
 
 /// Asks the members at `urls` who is in the cluster (a member joining one).
@@ -322,10 +375,13 @@ impl RaftPeer for PeerService {
                     env.cluster_id
                 )));
             }
-            let m = Message::parse_from_bytes(&env.message)
+            let mut m = Message::parse_from_bytes(&env.message)
                 .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
             if self.node.is_removed(m.from) {
                 return Err(Status::permission_denied(REMOVED));
+            }
+            if env.snapshot_size > 0 {
+                receive_snapshot_data(&mut inbound, &mut m, env.snapshot_size).await?;
             }
             self.node
                 .step(m)
@@ -350,5 +406,35 @@ impl RaftPeer for PeerService {
             cluster_id: self.node.status().cluster_id,
             members: self.node.members(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_goes_in_pieces_that_add_up_to_its_data() {
+        let data: Vec<u8> = (0..SNAPSHOT_CHUNK * 2 + 12_345).map(|i| i as u8).collect();
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.to = 2;
+        m.mut_snapshot().mut_metadata().index = 77;
+        m.mut_snapshot().data = data.clone().into();
+
+        let envs: Vec<RaftEnvelope> = snapshot_envelopes(m, 9).unwrap().collect();
+        assert_eq!(envs.len(), 4, "a head and three chunks");
+        let head = Message::parse_from_bytes(&envs[0].message).unwrap();
+        assert!(
+            head.get_snapshot().data.is_empty(),
+            "the head leaves the data out"
+        );
+        assert_eq!(head.get_snapshot().get_metadata().index, 77);
+        assert_eq!(envs[0].snapshot_size, data.len() as u64);
+        assert!(envs.iter().all(|e| e.cluster_id == 9));
+        assert!(envs[1..].iter().all(|e| e.message.is_empty()));
+        assert!(envs[1..].iter().all(|e| e.chunk.len() <= SNAPSHOT_CHUNK));
+        let joined: Vec<u8> = envs[1..].iter().flat_map(|e| e.chunk.to_vec()).collect();
+        assert_eq!(joined, data);
     }
 }

@@ -322,7 +322,8 @@ fn report(
     // ratio can reach at most (loader + etcd) / (loader + kvstore) of these costs.
     println!(
         "\nCPU per operation in microseconds (servers: all members together; loader: this\n\
-         process); ceiling = the ratio at which both runs would fill the same cores\n"
+         process); ceiling = the ratio at which both runs would fill the same cores, which\n\
+         binds the workloads that keep the cores busy (not the 1-client one)\n"
     );
     println!(
         "{:<32} {:>12} {:>12} {:>14} {:>14} {:>8}",

@@ -289,6 +289,7 @@ fn snapshot_envelopes(
 ) -> Option<impl Iterator<Item = RaftEnvelope> + Send> {
     let data = std::mem::take(&mut m.mut_snapshot().data);
     let mut head = envelope(&m, cluster_id)?;
+    head.snapshot_head = std::mem::take(&mut head.message);
     head.snapshot_size = data.len() as u64;
     let chunks = (0..data.len())
         .step_by(SNAPSHOT_CHUNK)
@@ -375,12 +376,18 @@ impl RaftPeer for PeerService {
                     env.cluster_id
                 )));
             }
-            let mut m = Message::parse_from_bytes(&env.message)
+            let snapshot = !env.snapshot_head.is_empty();
+            let bytes = if snapshot {
+                &env.snapshot_head
+            } else {
+                &env.message
+            };
+            let mut m = Message::parse_from_bytes(bytes)
                 .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
             if self.node.is_removed(m.from) {
                 return Err(Status::permission_denied(REMOVED));
             }
-            if env.snapshot_size > 0 {
+            if snapshot {
                 receive_snapshot_data(&mut inbound, &mut m, env.snapshot_size).await?;
             }
             self.node
@@ -424,7 +431,11 @@ mod tests {
 
         let envs: Vec<RaftEnvelope> = snapshot_envelopes(m, 9).unwrap().collect();
         assert_eq!(envs.len(), 4, "a head and three chunks");
-        let head = Message::parse_from_bytes(&envs[0].message).unwrap();
+        assert!(
+            envs[0].message.is_empty(),
+            "the head is not an ordinary message"
+        );
+        let head = Message::parse_from_bytes(&envs[0].snapshot_head).unwrap();
         assert!(
             head.get_snapshot().data.is_empty(),
             "the head leaves the data out"
@@ -432,7 +443,9 @@ mod tests {
         assert_eq!(head.get_snapshot().get_metadata().index, 77);
         assert_eq!(envs[0].snapshot_size, data.len() as u64);
         assert!(envs.iter().all(|e| e.cluster_id == 9));
-        assert!(envs[1..].iter().all(|e| e.message.is_empty()));
+        assert!(envs[1..]
+            .iter()
+            .all(|e| e.message.is_empty() && e.snapshot_head.is_empty()));
         assert!(envs[1..].iter().all(|e| e.chunk.len() <= SNAPSHOT_CHUNK));
         let joined: Vec<u8> = envs[1..].iter().flat_map(|e| e.chunk.to_vec()).collect();
         assert_eq!(joined, data);

@@ -202,12 +202,14 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
     }
 
     // Creates: one HTTPS connection per client.
-    let store_pids = || cp.kv.members.iter().map(|m| m.process.pid());
-    let cpu_before = [
-        cpu_time(cp.apiserver.pid()),
-        cpu_time_of(store_pids()),
-        own_cpu_time(),
-    ];
+    let cpu_now = || {
+        [
+            cpu_time(cp.apiserver.pid()),
+            cpu_time_of(cp.kv.members.iter().map(|m| m.process.pid())),
+            own_cpu_time(),
+        ]
+    };
+    let cpu_before = cpu_now();
     let start = Instant::now();
     let mut creators = Vec::new();
     for t in 0..opts.clients {
@@ -249,11 +251,7 @@ async fn run_once(cp: &ControlPlane, run: &RunDir, opts: Opts) -> anyhow::Result
             break;
         }
     }
-    let cpu_after = [
-        cpu_time(cp.apiserver.pid()),
-        cpu_time_of(store_pids()),
-        own_cpu_time(),
-    ];
+    let cpu_after = cpu_now();
     let cpu_per_create =
         std::array::from_fn(|i| cpu_after[i].saturating_sub(cpu_before[i]) / total.max(1) as u32);
 

@@ -166,11 +166,13 @@ struct KeyAndLease {
     lease: i64,
 }
 
-fn decode_value(bytes: &[u8]) -> Result<(bool, KeyValue), StoreError> {
+/// A revision record: whether it is a tombstone, and its `KeyValue` (or the part of it
+/// that `M` decodes).
+fn decode_value<M: prost::Message + Default>(bytes: &[u8]) -> Result<(bool, M), StoreError> {
     let (kind, rest) = bytes
         .split_first()
         .ok_or_else(|| StoreError::storage("empty revision record"))?;
-    let kv = KeyValue::decode(rest).map_err(StoreError::storage)?;
+    let kv = M::decode(rest).map_err(StoreError::storage)?;
     Ok((*kind == KIND_TOMBSTONE, kv))
 }
 
@@ -215,11 +217,7 @@ impl Store {
             let (k, v) = item?;
             let rev = Revision::from_key(&k)
                 .ok_or_else(|| anyhow::anyhow!("malformed revision key {k:?}"))?;
-            let (kind, rest) = v
-                .split_first()
-                .ok_or_else(|| anyhow::anyhow!("empty revision record"))?;
-            let KeyAndLease { key, lease } = KeyAndLease::decode(rest)?;
-            let tombstone = *kind == KIND_TOMBSTONE;
+            let (tombstone, KeyAndLease { key, lease }) = decode_value(&v)?;
             if lease != 0 && !tombstone {
                 leased.insert(key.clone(), lease);
             } else {
@@ -282,7 +280,7 @@ impl Store {
             .get(rev.to_key())
             .map_err(StoreError::storage)?
             .ok_or_else(|| StoreError::storage(format!("revision {rev:?} missing")))?;
-        Ok(decode_value(&v)?.1)
+        Ok(decode_value::<KeyValue>(&v)?.1)
     }
 
     /// Serves a Range: returns the response and the store revision it was read at.

@@ -509,18 +509,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         };
         let service = raft::transport::PeerService::server(raft.clone(), renew);
         let mut stop_rx = stop_rx.clone();
+        // The listener moves to the raft thread's runtime (see `RaftNode::start`).
+        let listener = listener.into_std()?;
         // Peers hold their streams open forever: no draining, the server is aborted
         // with the other background tasks.
-        tasks.push(tokio::spawn(async move {
+        tasks.push(raft.peer_runtime().spawn(async move {
             let shutdown = async move {
                 // Either a stop request or the sender going away ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = builder
-                .add_service(service)
-                .serve_with_incoming_shutdown(nodelay(listener), shutdown)
-                .await
-            {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => builder
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(nodelay(listener), shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = served {
                 tracing::error!("peer server on {addr}: {e}");
             }
         }));

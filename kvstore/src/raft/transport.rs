@@ -1,13 +1,15 @@
 //! The raft peer transport: gRPC service `kvstorepb.RaftPeer` (proto/kvstore/raft.proto).
 //!
-//! Outgoing, one task per peer owns a bounded queue and one long-lived client stream of
-//! raft messages to that peer; when the stream breaks it reconnects with backoff and the
-//! messages queued meanwhile are dropped (raft retransmits what matters). Snapshots go on
-//! a call of their own, in 1 MiB pieces, so their outcome can be reported to raft and no
-//! message is the size of the store. Incoming, the service puts a snapshot back together
-//! and hands every message of the right cluster to the node loop.
+//! Both sides run on the raft thread's runtime (see `node.rs`). Outgoing, one task per
+//! peer owns a bounded queue and one long-lived client stream of raft messages to that
+//! peer; when the stream breaks it reconnects with backoff and the messages queued
+//! meanwhile are dropped (raft retransmits what matters). Snapshots go on a call of their
+//! own, in 1 MiB pieces, so their outcome can be reported to raft and no message is the
+//! size of the store. Incoming, the service puts a snapshot back together and hands every
+//! message of the right cluster to the node loop.
 //!
-//! Must not: block the raft thread. `send` only ever `try_send`s.
+//! Must not: wait on the loop. `send` only ever `try_send`s, and the loop's channel is
+//! unbounded, since both ends share one thread.
 
 use super::node::RaftNode;
 use proto::peer::kvstorepb::{

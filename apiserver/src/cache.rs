@@ -140,6 +140,147 @@ pub fn decode(value: &[u8], revision: i64) -> Result<Value> {
     Ok(v)
 }
 
+/// The stored JSON with its resourceVersion stamped into `metadata`, as `decode` would
+/// give it once serialized again, but spliced into the bytes: for a list that only passes
+/// objects on, decoding and re-encoding them was most of its time (10k pods: ~0.45 s of
+/// CPU). None when the value is not an object with a `metadata` object whose keys are
+/// plain (no escapes) and has no resourceVersion already; `decode` handles those.
+/// The field goes where serde_json's sorted maps put it, so the two agree byte for byte.
+pub fn stamp_json(value: &[u8], revision: i64) -> Option<Vec<u8>> {
+    let b = value;
+    let mut i = json_scan::ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = json_scan::ws(b, i);
+        let (key, after) = json_scan::key(b, i)?;
+        i = after;
+        if key == b"metadata" {
+            break;
+        }
+        i = json_scan::value(b, i)?;
+        i = json_scan::ws(b, i);
+        if b.get(i) != Some(&b',') {
+            return None; // the object ended without metadata
+        }
+        i += 1;
+    }
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let field = format!("\"resourceVersion\":\"{revision}\"");
+    let splice = |at: usize, before: &str, after: &str| {
+        let mut out = Vec::with_capacity(b.len() + field.len() + 1);
+        out.extend_from_slice(&b[..at]);
+        out.extend_from_slice(before.as_bytes());
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(after.as_bytes());
+        out.extend_from_slice(&b[at..]);
+        out
+    };
+    let mut first = true;
+    loop {
+        i = json_scan::ws(b, i);
+        if b.get(i) == Some(&b'}') {
+            return Some(splice(i, if first { "" } else { "," }, ""));
+        }
+        let (key, after) = json_scan::key(b, i)?;
+        match key.cmp(b"resourceVersion".as_slice()) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return None,
+            std::cmp::Ordering::Greater => return Some(splice(i, "", ",")),
+        }
+        i = json_scan::value(b, after)?;
+        i = json_scan::ws(b, i);
+        match b.get(i)? {
+            b',' => i += 1,
+            b'}' => {}
+            _ => return None,
+        }
+        first = false;
+    }
+}
+
+/// Just enough of a JSON reader to find a member: positions, never copies.
+mod json_scan {
+    pub fn ws(b: &[u8], mut i: usize) -> usize {
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    }
+
+    /// Past the string starting at `i` (a quote).
+    fn string(b: &[u8], i: usize) -> Option<usize> {
+        let mut j = i + 1;
+        loop {
+            match b.get(j)? {
+                b'"' => return Some(j + 1),
+                b'\\' => j += 2,
+                _ => j += 1,
+            }
+        }
+    }
+
+    /// A member's key at `i` (no escapes) and where its value starts.
+    pub fn key(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = string(b, i)?;
+        let key = &b[i + 1..end - 1];
+        if key.contains(&b'\\') {
+            return None;
+        }
+        let colon = ws(b, end);
+        if b.get(colon) != Some(&b':') {
+            return None;
+        }
+        Some((key, ws(b, colon + 1)))
+    }
+
+    /// Past the value starting at `i`.
+    pub fn value(b: &[u8], i: usize) -> Option<usize> {
+        match b.get(i)? {
+            b'"' => string(b, i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i;
+                loop {
+                    match b.get(j)? {
+                        b'"' => {
+                            j = string(b, j)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let mut j = i;
+                while b
+                    .get(j)
+                    .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
+                {
+                    j += 1;
+                }
+                (j > i).then_some(j)
+            }
+        }
+    }
+}
+
 /// A watcher's starting point and its stream of messages.
 pub struct Subscription {
     /// Objects to send as synthetic ADDED first (a watch from "" or "0").
@@ -412,6 +553,48 @@ mod tests {
             &json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": app}}}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn stamping_stored_json_gives_what_decoding_and_encoding_give() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d",
+                "uid": "u-1", "labels": {"a": "b"}, "managedFields": [{"manager": "m}]\\\"{"}]},
+                "spec": {"template": {"metadata": {"name": "inner"}}}}),
+            json!({"metadata": {}}),
+            json!({"metadata": {"annotations": {"x": "{\"metadata\": 1}"}}}),
+            json!({"metadata": {"selfLink": "/s", "uid": "z"}, "data": {"k": "v"}}),
+            json!({"data": {"metadata": {"name": "decoy"}, "n": [1, 2.5, true, null]},
+                "metadata": {"name": "n"}, "zz": -3}),
+        ];
+        for o in objects {
+            let stored = serde_json::to_vec(&o).unwrap();
+            let stamped = stamp_json(&stored, 42).expect("stamped");
+            let decoded = serde_json::to_vec(&decode(&stored, 42).unwrap()).unwrap();
+            assert_eq!(
+                String::from_utf8(stamped).unwrap(),
+                String::from_utf8(decoded).unwrap()
+            );
+        }
+        // Spaced JSON (not what the server writes) reads the same.
+        let spaced = br#" { "kind" : "X" , "metadata" : { "name" : "n" , "uid" : "u" } } "#;
+        let v: Value = serde_json::from_slice(&stamp_json(spaced, 7).unwrap()).unwrap();
+        assert_eq!(v, decode(spaced, 7).unwrap());
+    }
+
+    #[test]
+    fn stamping_leaves_odd_shapes_to_the_decoder() {
+        for odd in [
+            &br#"[1]"#[..],
+            br#"{"kind": "X"}"#,
+            br#"{"metadata": "m"}"#,
+            br#"{"metadata": {"resourceVersion": "3"}}"#,
+            br#"{"metadata": {"na\u006de": "n"}}"#,
+            br#"{"metadata": {"name": "n""#,
+            b"",
+        ] {
+            assert_eq!(stamp_json(odd, 1), None, "{}", String::from_utf8_lossy(odd));
+        }
     }
 
     #[test]

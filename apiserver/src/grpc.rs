@@ -187,14 +187,18 @@ impl pb::resources_server::Resources for Grpc {
         opts.limit = m.limit.max(0);
         opts.continue_token = (!m.r#continue.is_empty()).then(|| m.r#continue.clone());
         opts.resource_version = m.resource_version.clone();
+        opts.json_only = true;
         let res = self
             .server
             .store
             .list(info, ns_opt(&r), &opts)
             .await
             .map_err(|e| e.to_grpc())?;
+        let stamped = res.json.into_iter().map(|j| pb::Object {
+            json: Bytes::from(j),
+        });
         Ok(Response::new(pb::ObjectList {
-            items: res.items.iter().map(|o| object(o)).collect(),
+            items: res.items.iter().map(|o| object(o)).chain(stamped).collect(),
             resource_version: res.revision.to_string(),
             r#continue: res.continue_token.unwrap_or_default(),
             remaining_item_count: None,

@@ -156,6 +156,7 @@ fn list_options(info: &ResourceInfo, q: &HashMap<String, String>) -> Result<List
         continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
         resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
         resource_version_match: q.get("resourceVersionMatch").cloned().unwrap_or_default(),
+        ..Default::default()
     })
 }
 
@@ -166,10 +167,12 @@ fn wants_table(accept: &str) -> bool {
         .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
 }
 
-/// Serializes a list without re-encoding each item into one big `Value`.
+/// Serializes a list without re-encoding each item into one big `Value`: the decoded
+/// `items`, then the ones still in JSON.
 pub fn list_json(
     info: &ResourceInfo,
     items: &[Arc<Value>],
+    json: &[Vec<u8>],
     revision: i64,
     cont: Option<&str>,
 ) -> Vec<u8> {
@@ -177,7 +180,8 @@ pub fn list_json(
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
-    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+    let raw_bytes: usize = json.iter().map(|j| j.len() + 1).sum();
+    let mut out = Vec::with_capacity(256 + items.len() * 1024 + raw_bytes);
     out.extend_from_slice(b"{\"kind\":");
     out.extend_from_slice(json!(info.list_kind).to_string().as_bytes());
     out.extend_from_slice(b",\"apiVersion\":");
@@ -190,6 +194,12 @@ pub fn list_json(
             out.push(b',');
         }
         let _ = serde_json::to_writer(&mut out, &**item);
+    }
+    for (i, j) in json.iter().enumerate() {
+        if i > 0 || !items.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(j);
     }
     out.extend_from_slice(b"]}");
     out
@@ -474,7 +484,8 @@ async fn serve(
         .to_string();
     match verb {
         "list" => {
-            let opts = list_options(info, q)?;
+            let mut opts = list_options(info, q)?;
+            opts.json_only = !table;
             let r = store.list(info, t.namespace.as_deref(), &opts).await?;
             if table {
                 let tv = crate::tables::table(
@@ -486,7 +497,13 @@ async fn serve(
                 );
                 return Ok(json_response(200, &tv));
             }
-            let body = list_json(info, &r.items, r.revision, r.continue_token.as_deref());
+            let body = list_json(
+                info,
+                &r.items,
+                &r.json,
+                r.revision,
+                r.continue_token.as_deref(),
+            );
             // Freeing thousands of decoded objects takes a while: not on the reply's path.
             if r.items.len() > 1000 {
                 tokio::task::spawn_blocking(move || drop(r));
@@ -642,7 +659,7 @@ async fn serve(
             Ok(respond(
                 200,
                 "application/json",
-                list_json(info, &items, rev, None),
+                list_json(info, &items, &[], rev, None),
             ))
         }
         _ => Err(ApiError::no_route()),

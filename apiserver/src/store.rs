@@ -8,7 +8,7 @@
 
 use crate::admission::{self, defaults, validation};
 use crate::alloc::ServiceRanges;
-use crate::cache::{decode, Filter, WatchCache};
+use crate::cache::{decode, stamp_json, Filter, WatchCache};
 use crate::error::{ApiError, Cause, Result};
 use crate::managed;
 use crate::storage::{SideKeys, Storage, Stored, WriteError};
@@ -27,12 +27,27 @@ pub struct ListOptions {
     pub continue_token: Option<String>,
     pub resource_version: String,
     pub resource_version_match: String,
+    /// The caller only passes the items on as JSON (a plain REST list, a gRPC list):
+    /// what is read from storage with no selector to apply comes back in
+    /// `ListResult::json`.
+    pub json_only: bool,
 }
 
 pub struct ListResult {
     pub items: Vec<Arc<Value>>,
+    /// Instead of `items`, for a `json_only` list read from storage with no selector: the
+    /// stored JSON with each resourceVersion stamped in (`cache::stamp_json`), never
+    /// decoded.
+    pub json: Vec<Vec<u8>>,
     pub revision: i64,
     pub continue_token: Option<String>,
+}
+
+impl ListResult {
+    /// How many items it holds (decoded or not).
+    pub fn count(&self) -> usize {
+        self.items.len() + self.json.len()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -242,7 +257,7 @@ impl Store {
             let t = decode_continue(token)?;
             let start = format!("{prefix}{}", t.start);
             return self
-                .list_storage(&prefix, &start, t.rv, opts.limit, &filter, true)
+                .list_storage(&prefix, &start, t.rv, opts, &filter, true)
                 .await;
         }
         let cache = self.cache(info);
@@ -262,6 +277,7 @@ impl Store {
             let (items, revision) = cache.list(&prefix, &filter);
             return Ok(ListResult {
                 items,
+                json: Vec::new(),
                 revision,
                 continue_token: None,
             });
@@ -275,7 +291,7 @@ impl Store {
                 )))
             }
         };
-        self.list_storage(&prefix, &prefix, at, opts.limit, &filter, false)
+        self.list_storage(&prefix, &prefix, at, opts, &filter, false)
             .await
     }
 
@@ -285,11 +301,20 @@ impl Store {
         prefix: &str,
         start: &str,
         revision: i64,
-        limit: i64,
+        opts: &ListOptions,
         filter: &Filter,
         continuing: bool,
     ) -> Result<ListResult> {
-        let mut items = Vec::new();
+        let limit = opts.limit;
+        let raw = opts.json_only
+            && filter.labels.as_ref().is_none_or(|s| s.is_everything())
+            && filter.fields.is_everything();
+        let mut result = ListResult {
+            items: Vec::new(),
+            json: Vec::new(),
+            revision,
+            continue_token: None,
+        };
         let mut key = start.to_string();
         let mut rev = revision;
         loop {
@@ -312,38 +337,38 @@ impl Store {
             if rev == 0 {
                 rev = page.revision;
             }
+            result.revision = rev;
             let n = page.items.len();
             for (i, s) in page.items.into_iter().enumerate() {
-                if limit > 0 && items.len() as i64 == limit {
-                    let next = s.key.strip_prefix(prefix).unwrap_or("").to_string();
-                    return Ok(ListResult {
-                        items,
-                        revision: rev,
-                        continue_token: Some(encode_continue(rev, &next)),
-                    });
+                if limit > 0 && result.count() as i64 == limit {
+                    let next = s.key.strip_prefix(prefix).unwrap_or("");
+                    result.continue_token = Some(encode_continue(rev, next));
+                    return Ok(result);
                 }
-                let o = decode(&s.value, s.mod_revision)?;
-                if filter.matches(&o) {
-                    items.push(Arc::new(o));
+                if raw {
+                    let json = match stamp_json(&s.value, s.mod_revision) {
+                        Some(j) => j,
+                        None => serde_json::to_vec(&decode(&s.value, s.mod_revision)?)
+                            .map_err(ApiError::internal)?,
+                    };
+                    result.json.push(json);
+                } else {
+                    let o = decode(&s.value, s.mod_revision)?;
+                    if filter.matches(&o) {
+                        result.items.push(Arc::new(o));
+                    }
                 }
                 if i + 1 == n {
                     key = format!("{}\0", s.key);
                 }
             }
             if !page.more || n == 0 {
-                return Ok(ListResult {
-                    items,
-                    revision: rev,
-                    continue_token: None,
-                });
+                return Ok(result);
             }
-            if limit > 0 && items.len() as i64 == limit {
-                let next = key.strip_prefix(prefix).unwrap_or("").to_string();
-                return Ok(ListResult {
-                    items,
-                    revision: rev,
-                    continue_token: Some(encode_continue(rev, &next)),
-                });
+            if limit > 0 && result.count() as i64 == limit {
+                let next = key.strip_prefix(prefix).unwrap_or("");
+                result.continue_token = Some(encode_continue(rev, next));
+                return Ok(result);
             }
         }
     }

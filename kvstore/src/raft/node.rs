@@ -209,9 +209,8 @@ impl RaftNode {
             removed,
             thread: Mutex::new(None),
         });
-        // The loop, the links to peers and the peer server share one thread: a message
-        // from raft reaches the socket, and one from a peer reaches raft, without waking
-        // another thread (on these machines each wake of an idle core costs ~50-100 us).
+        // The loop, the links to peers and the peer server share one thread (see the
+        // module's doc).
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -100,6 +100,16 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether every object matches (no namespace, label or field requirement).
+    pub fn is_everything(&self) -> bool {
+        self.namespace.is_none()
+            && self
+                .labels
+                .as_ref()
+                .is_none_or(LabelSelector::is_everything)
+            && self.fields.is_everything()
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         let meta = &object["metadata"];
         if let Some(ns) = &self.namespace {

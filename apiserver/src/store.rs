@@ -306,9 +306,7 @@ impl Store {
         continuing: bool,
     ) -> Result<ListResult> {
         let limit = opts.limit;
-        let raw = opts.json_only
-            && filter.labels.as_ref().is_none_or(|s| s.is_everything())
-            && filter.fields.is_everything();
+        let raw = opts.json_only && filter.is_everything();
         let mut result = ListResult {
             items: Vec::new(),
             json: Vec::new(),

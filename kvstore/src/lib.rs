@@ -518,15 +518,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 // Either a stop request or the sender going away ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;
             };
-            let served = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => builder
+            let serve = async {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(nodelay(listener), shutdown)
-                    .await
-                    .map_err(anyhow::Error::from),
-                Err(e) => Err(e.into()),
+                    .await?;
+                anyhow::Ok(())
             };
-            if let Err(e) = served {
+            if let Err(e) = serve.await {
                 tracing::error!("peer server on {addr}: {e}");
             }
         }));

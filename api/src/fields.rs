@@ -3,6 +3,7 @@
 //! resource supports; and evaluation against an object's JSON.
 
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,25 +124,25 @@ impl FieldSelector {
 
 /// The string value of a dotted field path in an object, as the apiserver compares it:
 /// strings as is, booleans and numbers printed, missing or null as "".
-pub fn field_value(object: &Value, path: &str) -> String {
+pub fn field_value<'a>(object: &'a Value, path: &str) -> Cow<'a, str> {
     let mut v = object;
     for part in path.split('.') {
         match v.get(part) {
             Some(next) => v = next,
-            None => return String::new(),
+            None => return Cow::Borrowed(""),
         }
     }
     match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Bool(b) => Cow::Owned(b.to_string()),
+        Value::Number(n) => Cow::Owned(n.to_string()),
         // `source` on events is an object: Kubernetes selects on its `component`.
-        Value::Object(o) => o
-            .get("component")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        _ => String::new(),
+        Value::Object(o) => Cow::Borrowed(
+            o.get("component")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ),
+        _ => Cow::Borrowed(""),
     }
 }
 

@@ -87,7 +87,12 @@ impl Requirement {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let got = labels.get(&self.key);
+        self.matches_by(&|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Like `matches`, reading the labels through `label` (the value of a key, if set).
+    pub fn matches_by<'a>(&self, label: &dyn Fn(&str) -> Option<&'a str>) -> bool {
+        let got = label(&self.key);
         match self.op {
             Operator::Equals | Operator::DoubleEquals | Operator::In => {
                 got.is_some_and(|v| self.values.contains(v))
@@ -152,8 +157,14 @@ impl Selector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_by(&|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Like `matches`, reading the labels through `label` (the value of a key, if set),
+    /// so a caller holding them in another shape builds no map.
+    pub fn matches_by<'a>(&self, label: &dyn Fn(&str) -> Option<&'a str>) -> bool {
         match self {
-            Selector::Requirements(reqs) => reqs.iter().all(|r| r.matches(labels)),
+            Selector::Requirements(reqs) => reqs.iter().all(|r| r.matches_by(label)),
             Selector::Nothing => false,
         }
     }

@@ -51,6 +51,8 @@ pub struct Event {
     pub prev: Option<Arc<Value>>,
     /// `object` as JSON.
     pub json: Bytes,
+    /// `object`'s namespace ("" when cluster-scoped), read once for every watcher's filter.
+    pub namespace: String,
 }
 
 impl Event {
@@ -61,12 +63,14 @@ impl Event {
         prev: Option<Arc<Value>>,
     ) -> Self {
         let json = Bytes::from(serde_json::to_vec(&*object).unwrap_or_default());
+        let namespace = namespace_of(&object).to_string();
         Event {
             kind,
             revision,
             object,
             prev,
             json,
+            namespace,
         }
     }
 }
@@ -111,19 +115,28 @@ impl Filter {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        let meta = &object["metadata"];
-        if let Some(ns) = &self.namespace {
-            if meta["namespace"].as_str().unwrap_or("") != ns {
-                return false;
-            }
-        }
+        self.matches_namespace(namespace_of(object)) && self.selects(object)
+    }
+
+    pub fn matches_namespace(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// Whether `object` matches the label and field selectors (the namespace aside).
+    pub fn selects(&self, object: &Value) -> bool {
         if let Some(sel) = &self.labels {
-            if !sel.is_everything() && !sel.matches(&labels_of(object)) {
+            let labels = &object["metadata"]["labels"];
+            let label = |k: &str| labels.get(k).map(|v| v.as_str().unwrap_or(""));
+            if !sel.is_everything() && !sel.matches_by(&label) {
                 return false;
             }
         }
         self.fields.matches(object)
     }
+}
+
+fn namespace_of(object: &Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap_or("")
 }
 
 pub fn labels_of(object: &Value) -> BTreeMap<String, String> {

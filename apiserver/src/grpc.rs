@@ -226,16 +226,10 @@ impl pb::resources_server::Resources for Grpc {
             self.server.metrics.watchers.clone(),
             move |out| {
                 Ok(match out {
-                    Out::Event {
-                        kind,
-                        object: o,
-                        json,
-                    } => pb::WatchEvent {
+                    Out::Event { kind, object } => pb::WatchEvent {
                         r#type: kind.to_string(),
                         object: Some(pb::Object {
-                            json: json.unwrap_or_else(|| {
-                                Bytes::from(serde_json::to_vec(&*o).unwrap_or_default())
-                            }),
+                            json: object.json(),
                         }),
                     },
                     Out::Bookmark(rv) => pb::WatchEvent {

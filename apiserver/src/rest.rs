@@ -808,20 +808,21 @@ fn watch_response(
 fn watch_line(info: &ResourceInfo, out: Out, table: bool, include_object: bool) -> Bytes {
     let mut line = Vec::with_capacity(512);
     match out {
-        Out::Event { kind, object, json } => {
+        Out::Event { kind, object } => {
             line.extend_from_slice(b"{\"type\":\"");
             line.extend_from_slice(kind.as_bytes());
             line.extend_from_slice(b"\",\"object\":");
             if table {
-                let t = crate::tables::table(info.resource, &[object], 0, None, include_object);
+                let t = crate::tables::table(
+                    info.resource,
+                    &[object.value().clone()],
+                    0,
+                    None,
+                    include_object,
+                );
                 let _ = serde_json::to_writer(&mut line, &t);
             } else {
-                match json {
-                    Some(j) => line.extend_from_slice(&j),
-                    None => {
-                        let _ = serde_json::to_writer(&mut line, &*object);
-                    }
-                }
+                object.write_json(&mut line);
             }
             line.extend_from_slice(b"}\n");
         }

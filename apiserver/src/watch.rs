@@ -31,19 +31,56 @@ pub struct Params {
 
 /// What a front end writes to its stream.
 pub enum Out {
-    /// `json` is the cache's serialization of `object` (shared by every watcher).
-    Event {
-        kind: &'static str,
-        object: Arc<Value>,
-        json: Option<Bytes>,
-    },
+    Event { kind: &'static str, object: Object },
     Bookmark(i64),
     Error(ApiError),
 }
 
-fn transform(ev: &Arc<Event>, filter: &Filter) -> Option<Out> {
-    let now = filter.matches(&ev.object);
-    let before = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
+/// An event's object.
+pub enum Object {
+    /// A change the cache fanned out: its JSON was serialized once for every watcher.
+    Change(Arc<Event>),
+    /// An object of the starting state.
+    Current(Arc<Value>),
+}
+
+impl Object {
+    pub fn value(&self) -> &Arc<Value> {
+        match self {
+            Object::Change(ev) => &ev.object,
+            Object::Current(v) => v,
+        }
+    }
+
+    /// The object's JSON: the cache's own when it has it.
+    pub fn json(&self) -> Bytes {
+        match self {
+            Object::Change(ev) => ev.json.clone(),
+            Object::Current(v) => Bytes::from(serde_json::to_vec(&**v).unwrap_or_default()),
+        }
+    }
+
+    /// Appends the object's JSON to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Object::Change(ev) => out.extend_from_slice(&ev.json),
+            Object::Current(v) => {
+                let _ = serde_json::to_writer(out, &**v);
+            }
+        }
+    }
+}
+
+/// What a watcher with `filter` is told of `ev`, if anything. The event moves into the
+/// answer rather than being taken apart: every reference counted handle copied per
+/// watcher is an atomic write to a line all of them share.
+fn transform(ev: Arc<Event>, filter: &Filter) -> Option<Out> {
+    // An object's namespace is part of its key: the same before and after.
+    if !filter.matches_namespace(&ev.namespace) {
+        return None;
+    }
+    let now = filter.selects(&ev.object);
+    let before = ev.prev.as_ref().is_some_and(|p| filter.selects(p));
     let kind = match ev.kind {
         EventType::Added if now => "ADDED",
         EventType::Modified if now && before => "MODIFIED",
@@ -54,8 +91,7 @@ fn transform(ev: &Arc<Event>, filter: &Filter) -> Option<Out> {
     };
     Some(Out::Event {
         kind,
-        object: ev.object.clone(),
-        json: Some(ev.json.clone()),
+        object: Object::Change(ev),
     })
 }
 
@@ -86,7 +122,8 @@ pub fn stream<T>(
     }
     gauge.inc();
     let counted = Counted(gauge);
-    let state = Watcher {
+    // Boxed: `unfold` moves its state into each item's future and back out.
+    let state = Box::new(Watcher {
         phase: Phase::Start(cache, Box::new(storage)),
         pending: VecDeque::new(),
         deadline: Box::pin(tokio::time::sleep(params.timeout)),
@@ -97,7 +134,7 @@ pub fn stream<T>(
         last: 0,
         start: 0,
         params,
-    };
+    });
     futures::stream::unfold(state, Watcher::next).map(move |out| {
         let _ = &counted;
         convert(out)
@@ -126,7 +163,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn next(mut self) -> Option<(Out, Self)> {
+    async fn next(mut self: Box<Self>) -> Option<(Out, Box<Self>)> {
         loop {
             if let Some(out) = self.pending.pop_front() {
                 return Some((out, self));
@@ -155,7 +192,7 @@ impl Watcher {
                                 // before the requested revision.
                                 if ev.revision > self.start {
                                     self.last = self.last.max(ev.revision);
-                                    if let Some(out) = transform(&ev, &self.params.filter) {
+                                    if let Some(out) = transform(ev, &self.params.filter) {
                                         return Some((out, self));
                                     }
                                 }
@@ -186,12 +223,11 @@ impl Watcher {
                 self.pending
                     .extend(sub.initial.into_iter().map(|object| Out::Event {
                         kind: "ADDED",
-                        object,
-                        json: None,
+                        object: Object::Current(object),
                     }));
                 for ev in sub.replay {
                     self.last = self.last.max(ev.revision);
-                    self.pending.extend(transform(&ev, &p.filter));
+                    self.pending.extend(transform(ev, &p.filter));
                 }
                 self.phase = Phase::Live(sub.live);
             }
@@ -274,7 +310,7 @@ async fn from_storage(storage: Storage, params: Params, from: i64, tx: mpsc::Sen
                         }
                     };
                     last = revision;
-                    if let Some(out) = transform(&Arc::new(event), &params.filter) {
+                    if let Some(out) = transform(Arc::new(event), &params.filter) {
                         if tx.send(out).await.is_err() {
                             return;
                         }
@@ -297,6 +333,7 @@ mod tests {
             json: Bytes::from(now.to_string()),
             object: Arc::new(now),
             prev: prev.map(Arc::new),
+            namespace: String::new(),
         })
     }
 
@@ -317,35 +354,53 @@ mod tests {
         let b = json!({"metadata": {"labels": {"app": "b"}}});
         assert_eq!(
             kind(transform(
-                &ev(EventType::Modified, b.clone(), Some(a.clone())),
+                ev(EventType::Modified, b.clone(), Some(a.clone())),
                 &filter
             )),
             Some("DELETED")
         );
         assert_eq!(
             kind(transform(
-                &ev(EventType::Modified, a.clone(), Some(b.clone())),
+                ev(EventType::Modified, a.clone(), Some(b.clone())),
                 &filter
             )),
             Some("ADDED")
         );
         assert_eq!(
             kind(transform(
-                &ev(EventType::Modified, a.clone(), Some(a.clone())),
+                ev(EventType::Modified, a.clone(), Some(a.clone())),
                 &filter
             )),
             Some("MODIFIED")
         );
         assert_eq!(
             kind(transform(
-                &ev(EventType::Modified, b.clone(), Some(b)),
+                ev(EventType::Modified, b.clone(), Some(b)),
                 &filter
             )),
             None
         );
         assert_eq!(
-            kind(transform(&ev(EventType::Deleted, a, None), &filter)),
+            kind(transform(ev(EventType::Deleted, a, None), &filter)),
             Some("DELETED")
         );
+    }
+
+    #[test]
+    fn a_namespaced_watcher_hears_of_its_namespace_only() {
+        let filter = Filter {
+            namespace: Some("a".into()),
+            ..Default::default()
+        };
+        let in_ns = |ns: &str| {
+            let object = json!({"metadata": {"namespace": ns, "name": "x"}});
+            Arc::new(Event::new(EventType::Added, 5, Arc::new(object), None))
+        };
+        assert_eq!(in_ns("a").namespace, "a");
+        assert_eq!(kind(transform(in_ns("a"), &filter)), Some("ADDED"));
+        assert_eq!(kind(transform(in_ns("b"), &filter)), None);
+        assert_eq!(kind(transform(in_ns(""), &filter)), None);
+        let everywhere = Filter::default();
+        assert_eq!(kind(transform(in_ns("b"), &everywhere)), Some("ADDED"));
     }
 }

@@ -121,7 +121,17 @@ fn meta_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
 
 /// Resources whose spec changes bump `metadata.generation`.
 fn has_generation(info: &ResourceInfo) -> bool {
-    info.subresource("status").is_some() && !matches!(info.kind, "Namespace" | "Node")
+    info.subresource("status").is_some()
+        && !matches!(
+            info.kind,
+            "Namespace"
+                | "Node"
+                | "PersistentVolumeClaim"
+                | "PersistentVolume"
+                | "ResourceQuota"
+                | "VolumeAttachment"
+                | "HorizontalPodAutoscaler"
+        )
 }
 
 /// Everything but metadata and status: what a generation counts changes of.
@@ -372,6 +382,114 @@ impl Store {
     }
 
     /// 404 when the namespace does not exist, 403 when it is being deleted.
+    /// The priority classes, from the cache once it holds them.
+    async fn priority_classes(&self) -> (&'static ResourceInfo, &Arc<WatchCache>) {
+        let info = api::registry::by_resource("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priorityclasses");
+        let cache = self.cache(info);
+        cache.wait_synced().await;
+        (info, cache)
+    }
+
+    /// Priority admission, as Kubernetes' `Priority` plugin: the pod's
+    /// `priorityClassName` (or, without one, the global default class with the lowest
+    /// value) sets `priority` and `preemptionPolicy` (no class: 0 and
+    /// PreemptLowerPriority). A class that does not exist, or a priority or policy the pod
+    /// brings that differs from the computed one, is a 403.
+    async fn admit_priority(&self, pod: &mut Value, name: &str) -> Result<()> {
+        let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
+        let forbidden = |why: String| {
+            let mut e = ApiError::forbidden(format!("pods \"{name}\" is forbidden: {why}"));
+            e.name = Some(name.into());
+            e.kind = Some(pods.resource.into());
+            e
+        };
+        let (info, cache) = self.priority_classes().await;
+        let wanted = pod["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let class = if wanted.is_empty() {
+            let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
+            all.into_iter()
+                .filter(|c| c["globalDefault"] == json!(true))
+                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+        } else {
+            let key = info.storage_key("", &wanted);
+            match cache.get(&key) {
+                Some(c) => Some(c),
+                // The cache may lag a class created a moment ago.
+                None => match self.storage.get(&key).await? {
+                    Some(s) => Some(Arc::new(decode(&s.value, s.mod_revision)?)),
+                    None => {
+                        return Err(forbidden(format!(
+                            "no PriorityClass with name {wanted} was found"
+                        )))
+                    }
+                },
+            }
+        };
+        let (class_name, priority, policy) = match &class {
+            Some(c) => (
+                c["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                c["value"].as_i64().unwrap_or(0),
+                c["preemptionPolicy"]
+                    .as_str()
+                    .unwrap_or("PreemptLowerPriority")
+                    .to_string(),
+            ),
+            None => (String::new(), 0, "PreemptLowerPriority".to_string()),
+        };
+        let spec = &mut pod["spec"];
+        if let Some(p) = spec.get("priority").and_then(Value::as_i64) {
+            if p != priority {
+                return Err(forbidden(format!("the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name")));
+            }
+        }
+        if let Some(p) = spec.get("preemptionPolicy").and_then(Value::as_str) {
+            if p != policy {
+                return Err(forbidden(format!("the string value of PreemptionPolicy ({p}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name")));
+            }
+        }
+        if !class_name.is_empty() {
+            spec["priorityClassName"] = json!(class_name);
+        }
+        spec["priority"] = json!(priority);
+        spec["preemptionPolicy"] = json!(policy);
+        Ok(())
+    }
+
+    /// Only one PriorityClass may be the global default (403 otherwise, as Kubernetes'
+    /// admission answers).
+    async fn admit_default_class(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        name: &str,
+    ) -> Result<()> {
+        if info.kind != "PriorityClass" || obj["globalDefault"] != json!(true) {
+            return Ok(());
+        }
+        let (pc, cache) = self.priority_classes().await;
+        let (all, _) = cache.list(&pc.storage_prefix(), &Filter::default());
+        match all.iter().find(|c| {
+            c["globalDefault"] == json!(true) && c["metadata"]["name"].as_str() != Some(name)
+        }) {
+            Some(other) => {
+                let mut e = ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: PriorityClass {} is already marked as default. Only one default can exist",
+                    info.qualified_resource(),
+                    other["metadata"]["name"].as_str().unwrap_or("")
+                ));
+                e.name = Some(name.into());
+                e.group = Some(info.group.into());
+                e.kind = Some(info.resource.into());
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn check_namespace(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<()> {
         let ns_info = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
         let key = ns_info.storage_key("", ns);
@@ -491,10 +609,14 @@ impl Store {
             );
         }
         let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if info.group.is_empty() && info.kind == "Pod" {
+            self.admit_priority(&mut obj, &name).await?;
+        }
         let causes = validation::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info, &name, causes));
         }
+        self.admit_default_class(info, &obj, &name).await?;
         if info.namespaced {
             self.check_namespace(info, ns, &name).await?;
         }
@@ -642,6 +764,7 @@ impl Store {
             if !causes.is_empty() {
                 return Err(ApiError::invalid(info, name, causes));
             }
+            self.admit_default_class(info, &new, name).await?;
             let mut side = SideKeys::default();
             if info.group.is_empty() && info.kind == "Service" {
                 let causes = self.ranges.assign(&mut new, Some(&old), &taken);
@@ -1143,6 +1266,14 @@ impl Store {
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             ignore_exists(self.create(ns, "", body, &WriteOptions::default()).await)?;
+        }
+        let pc = api::registry::by_resource("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priorityclasses");
+        for (name, value) in validation::SYSTEM_PRIORITY_CLASSES {
+            let body = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value,
+                "description": "A system priority class: for pods the cluster cannot do without."});
+            ignore_exists(self.create(pc, "", body, &WriteOptions::default()).await)?;
         }
         let svc = api::registry::by_resource("", "v1", "services").expect("services");
         let body = json!({"apiVersion": "v1", "kind": "Service",

@@ -131,6 +131,108 @@ fn columns(resource: &str) -> Vec<Col> {
         ],
         "leases" => vec![name, c("Holder", "string", 0), age],
         "serviceaccounts" => vec![name, c("Secrets", "integer", 0), age],
+        "persistentvolumeclaims" => vec![
+            name,
+            c("Status", "string", 0),
+            c("Volume", "string", 0),
+            c("Capacity", "string", 0),
+            c("Access Modes", "string", 0),
+            c("StorageClass", "string", 0),
+            c("VolumeAttributesClass", "string", 0),
+            age,
+            c("VolumeMode", "string", 1),
+        ],
+        "persistentvolumes" => vec![
+            name,
+            c("Capacity", "string", 0),
+            c("Access Modes", "string", 0),
+            c("Reclaim Policy", "string", 0),
+            c("Status", "string", 0),
+            c("Claim", "string", 0),
+            c("StorageClass", "string", 0),
+            c("VolumeAttributesClass", "string", 0),
+            c("Reason", "string", 0),
+            age,
+            c("VolumeMode", "string", 1),
+        ],
+        "resourcequotas" => vec![
+            name,
+            age,
+            c("Request", "string", 0),
+            c("Limit", "string", 0),
+        ],
+        "limitranges" => vec![name, c("Created At", "date", 0)],
+        "podtemplates" => vec![
+            c("Template", "string", 0),
+            c("Containers", "string", 0),
+            c("Images", "string", 0),
+            c("Pod Labels", "string", 0),
+        ],
+        "controllerrevisions" => vec![
+            name,
+            c("Controller", "string", 0),
+            c("Revision", "integer", 0),
+            age,
+        ],
+        "horizontalpodautoscalers" => vec![
+            name,
+            c("Reference", "string", 0),
+            c("Targets", "string", 0),
+            c("MinPods", "string", 0),
+            c("MaxPods", "string", 0),
+            c("Replicas", "string", 0),
+            age,
+        ],
+        "ingresses" => vec![
+            name,
+            c("Class", "string", 0),
+            c("Hosts", "string", 0),
+            c("Address", "string", 0),
+            c("Ports", "string", 0),
+            age,
+        ],
+        "ingressclasses" => vec![
+            name,
+            c("Controller", "string", 0),
+            c("Parameters", "string", 0),
+            age,
+        ],
+        "networkpolicies" => vec![name, c("Pod-Selector", "string", 0), age],
+        "storageclasses" => vec![
+            name,
+            c("Provisioner", "string", 0),
+            c("ReclaimPolicy", "string", 0),
+            c("VolumeBindingMode", "string", 0),
+            c("AllowVolumeExpansion", "string", 0),
+            age,
+        ],
+        "csidrivers" => vec![
+            name,
+            c("AttachRequired", "boolean", 0),
+            c("PodInfoOnMount", "boolean", 0),
+            c("StorageCapacity", "boolean", 0),
+            c("TokenRequests", "string", 0),
+            c("RequiresRepublish", "boolean", 0),
+            c("Modes", "string", 0),
+            age,
+        ],
+        "csinodes" => vec![name, c("Drivers", "integer", 0), age],
+        "volumeattachments" => vec![
+            name,
+            c("Attacher", "string", 0),
+            c("PV", "string", 0),
+            c("Node", "string", 0),
+            c("Attached", "boolean", 0),
+            age,
+        ],
+        "priorityclasses" => vec![
+            name,
+            c("Value", "integer", 0),
+            c("Global-Default", "boolean", 0),
+            age,
+            c("PreemptionPolicy", "string", 0),
+        ],
+        "runtimeclasses" => vec![name, c("Handler", "string", 0), age],
         _ => vec![name, age],
     }
 }
@@ -240,6 +342,98 @@ fn map_selector(sel: &Value) -> String {
             })
             .unwrap_or_default(),
     )
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+fn access_modes(modes: &Value) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for m in modes.as_array().into_iter().flatten() {
+        let short = match m.as_str().unwrap_or("") {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            _ => continue,
+        };
+        if !out.contains(&short) {
+            out.push(short);
+        }
+    }
+    out.join(",")
+}
+
+/// A claim's or volume's class: the field, or the beta annotation it replaced.
+fn storage_class(o: &Value) -> String {
+    match s(&o["spec"]["storageClassName"]) {
+        c if c.is_empty() => {
+            s(&o["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"])
+        }
+        c => c,
+    }
+}
+
+fn unset(v: String) -> String {
+    if v.is_empty() {
+        "<unset>".into()
+    } else {
+        v
+    }
+}
+
+/// An autoscaler's targets: `cpu: 42%/80%`, `<unknown>` for what it has not measured.
+fn hpa_targets(metrics: &Value, current: &Value) -> String {
+    let specs = metrics.as_array().cloned().unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let currents = current.as_array().cloned().unwrap_or_default();
+    let parts: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let ty = s(&m["type"]);
+            let field = match ty.as_str() {
+                "Resource" => "resource",
+                "ContainerResource" => "containerResource",
+                "Pods" => "pods",
+                "Object" => "object",
+                _ => "external",
+            };
+            let target = &m[field]["target"];
+            let now = &currents
+                .get(i)
+                .map_or(Value::Null, |c| c[field]["current"].clone());
+            let (want, have) = match &target["averageUtilization"] {
+                Value::Null => {
+                    let key = if target["averageValue"].is_null() {
+                        "value"
+                    } else {
+                        "averageValue"
+                    };
+                    (s(&target[key]), s(&now[key]))
+                }
+                u => (
+                    format!("{}%", s(u)),
+                    match &now["averageUtilization"] {
+                        Value::Null => String::new(),
+                        h => format!("{}%", s(h)),
+                    },
+                ),
+            };
+            let have = if have.is_empty() {
+                "<unknown>".to_string()
+            } else {
+                have
+            };
+            match ty.as_str() {
+                "Resource" | "ContainerResource" => {
+                    format!("{}: {have}/{want}", s(&m[field]["name"]))
+                }
+                _ => format!("{have}/{want}"),
+            }
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn pod_cells(o: &Value) -> Vec<Value> {
@@ -562,6 +756,212 @@ fn cells(resource: &str, o: &Value) -> Vec<Value> {
         }
         "leases" => vec![json!(s(&spec["holderIdentity"])), age()],
         "serviceaccounts" => vec![json!(o["secrets"].as_array().map_or(0, Vec::len)), age()],
+        "persistentvolumeclaims" => {
+            let bound = st["phase"] == "Bound";
+            let (capacity, modes) = if bound {
+                (
+                    s(&st["capacity"]["storage"]),
+                    access_modes(&st["accessModes"]),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            vec![
+                json!(s(&st["phase"])),
+                json!(s(&spec["volumeName"])),
+                json!(capacity),
+                json!(modes),
+                json!(storage_class(o)),
+                json!(unset(s(&spec["volumeAttributesClassName"]))),
+                age(),
+                json!(unset(s(&spec["volumeMode"]))),
+            ]
+        }
+        "persistentvolumes" => {
+            let claim = &spec["claimRef"];
+            vec![
+                json!(s(&spec["capacity"]["storage"])),
+                json!(access_modes(&spec["accessModes"])),
+                json!(s(&spec["persistentVolumeReclaimPolicy"])),
+                json!(s(&st["phase"])),
+                json!(if claim.is_null() {
+                    String::new()
+                } else {
+                    format!("{}/{}", s(&claim["namespace"]), s(&claim["name"]))
+                }),
+                json!(storage_class(o)),
+                json!(unset(s(&spec["volumeAttributesClassName"]))),
+                json!(s(&st["reason"])),
+                age(),
+                json!(unset(s(&spec["volumeMode"]))),
+            ]
+        }
+        "resourcequotas" => {
+            let (mut requests, mut limits) = (Vec::new(), Vec::new());
+            for (k, hard) in spec["hard"].as_object().into_iter().flatten() {
+                let used = match &st["used"][k] {
+                    Value::Null => "0".to_string(),
+                    u => s(u),
+                };
+                let line = format!("{k}: {used}/{}", s(hard));
+                if k.starts_with("limits.") {
+                    limits.push(line);
+                } else {
+                    requests.push(line);
+                }
+            }
+            vec![age(), json!(requests.join(", ")), json!(limits.join(", "))]
+        }
+        "limitranges" => vec![json!(s(&o["metadata"]["creationTimestamp"]))],
+        "podtemplates" => {
+            let (cs, is) = containers_images(&o["template"]["spec"]);
+            return vec![
+                json!(s(&o["metadata"]["name"])),
+                json!(cs),
+                json!(is),
+                json!(map_selector(&o["template"]["metadata"]["labels"])),
+            ];
+        }
+        "controllerrevisions" => {
+            let owner = o["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["controller"] == json!(true));
+            let controller = match owner {
+                Some(r) => {
+                    let group = s(&r["apiVersion"])
+                        .rsplit_once('/')
+                        .map(|(g, _)| g.to_string());
+                    let kind = s(&r["kind"]).to_lowercase();
+                    match group {
+                        Some(g) => format!("{kind}.{g}/{}", s(&r["name"])),
+                        None => format!("{kind}/{}", s(&r["name"])),
+                    }
+                }
+                None => "<none>".into(),
+            };
+            vec![json!(controller), int(&o["revision"]), age()]
+        }
+        "horizontalpodautoscalers" => {
+            let target = &spec["scaleTargetRef"];
+            vec![
+                json!(format!("{}/{}", s(&target["kind"]), s(&target["name"]))),
+                json!(hpa_targets(&spec["metrics"], &st["currentMetrics"])),
+                json!(match &spec["minReplicas"] {
+                    Value::Null => "<unset>".to_string(),
+                    v => s(v),
+                }),
+                json!(s(&spec["maxReplicas"])),
+                json!(st["currentReplicas"].as_i64().unwrap_or(0).to_string()),
+                age(),
+            ]
+        }
+        "ingresses" => {
+            let rules = spec["rules"].as_array().cloned().unwrap_or_default();
+            let hosts: Vec<String> = rules
+                .iter()
+                .map(|r| match s(&r["host"]) {
+                    h if h.is_empty() => "*".to_string(),
+                    h => h,
+                })
+                .collect();
+            let address: Vec<String> = st["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| match s(&i["ip"]) {
+                    ip if ip.is_empty() => s(&i["hostname"]),
+                    ip => ip,
+                })
+                .collect();
+            let tls = spec["tls"].as_array().is_some_and(|t| !t.is_empty());
+            vec![
+                json!(or_none(s(&spec["ingressClassName"]))),
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                }),
+                json!(address.join(",")),
+                json!(if tls { "80, 443" } else { "80" }),
+                age(),
+            ]
+        }
+        "ingressclasses" => {
+            let p = &spec["parameters"];
+            vec![
+                json!(s(&spec["controller"])),
+                json!(if p.is_null() {
+                    "<none>".to_string()
+                } else {
+                    format!("{}/{}", s(&p["kind"]), s(&p["name"]))
+                }),
+                age(),
+            ]
+        }
+        "networkpolicies" => vec![json!(selector_string(&spec["podSelector"])), age()],
+        "storageclasses" => {
+            let expand = o["allowVolumeExpansion"].as_bool().unwrap_or(false);
+            let mut name = s(&o["metadata"]["name"]);
+            let annotations = &o["metadata"]["annotations"];
+            if [
+                "storageclass.kubernetes.io/is-default-class",
+                "storageclass.beta.kubernetes.io/is-default-class",
+            ]
+            .iter()
+            .any(|a| annotations[*a] == "true")
+            {
+                name.push_str(" (default)");
+            }
+            return vec![
+                json!(name),
+                json!(s(&o["provisioner"])),
+                json!(s(&o["reclaimPolicy"])),
+                json!(s(&o["volumeBindingMode"])),
+                json!(expand.to_string()),
+                age(),
+            ];
+        }
+        "csidrivers" => {
+            let tokens: Vec<String> = spec["tokenRequests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| s(&t["audience"]))
+                .collect();
+            let modes: Vec<String> = spec["volumeLifecycleModes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            let flag = |k: &str| json!(spec[k].as_bool().unwrap_or(false));
+            vec![
+                flag("attachRequired"),
+                flag("podInfoOnMount"),
+                flag("storageCapacity"),
+                json!(or_none(tokens.join(","))),
+                flag("requiresRepublish"),
+                json!(modes.join(",")),
+                age(),
+            ]
+        }
+        "csinodes" => vec![json!(spec["drivers"].as_array().map_or(0, Vec::len)), age()],
+        "volumeattachments" => vec![
+            json!(s(&spec["attacher"])),
+            json!(s(&spec["source"]["persistentVolumeName"])),
+            json!(s(&spec["nodeName"])),
+            json!(st["attached"].as_bool().unwrap_or(false)),
+            age(),
+        ],
+        "priorityclasses" => vec![
+            int(&o["value"]),
+            json!(o["globalDefault"].as_bool().unwrap_or(false)),
+            age(),
+            json!(s(&o["preemptionPolicy"])),
+        ],
+        "runtimeclasses" => vec![json!(s(&o["handler"])), age()],
         _ => vec![age()],
     };
     row.extend(rest);
@@ -641,5 +1041,32 @@ mod tests {
         assert_eq!(c[3], "2");
         assert_eq!(c[5], "10.244.0.5");
         assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn autoscaler_targets_and_access_modes_print_as_kubectl_does() {
+        let metrics = json!([
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}},
+            {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}
+        ]);
+        assert_eq!(
+            hpa_targets(&metrics, &Value::Null),
+            "cpu: <unknown>/80%, <unknown>/10"
+        );
+        let current = json!([
+            {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 42}}},
+            {"type": "Pods", "pods": {"current": {"averageValue": "7"}}}
+        ]);
+        assert_eq!(hpa_targets(&metrics, &current), "cpu: 42%/80%, 7/10");
+        assert_eq!(hpa_targets(&json!([]), &Value::Null), "<none>");
+        assert_eq!(
+            access_modes(&json!([
+                "ReadWriteOnce",
+                "ReadOnlyMany",
+                "ReadWriteOnce",
+                "ReadWriteOncePod"
+            ])),
+            "RWO,ROX,RWOP"
+        );
     }
 }

@@ -5,6 +5,7 @@ use crate::apiserver::ControlPlane;
 use crate::wait::wait_for;
 use client::{Api, Client, DeleteParams, ListParams};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -26,6 +27,17 @@ impl TestClient {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
         self.rt
             .block_on(Api::<Namespace>::all(self.client.clone()).create(&ns))
+            .unwrap();
+    }
+
+    /// A PriorityClass (pods name it in `priorityClassName`; admission sets their
+    /// priority and preemption policy from it).
+    pub fn priority_class(&self, name: &str, value: i32, preemption_policy: &str) {
+        let pc: PriorityClass = serde_json::from_value(json!({"metadata": {"name": name},
+            "value": value, "preemptionPolicy": preemption_policy}))
+        .unwrap();
+        self.rt
+            .block_on(Api::<PriorityClass>::all(self.client.clone()).create(&pc))
             .unwrap();
     }
 

@@ -336,3 +336,289 @@ fn kubectl_suite(flavor: Flavor) {
     let metrics = curl(&cp, "/metrics", Some(&cp.token)).1;
     assert!(metrics.contains("apiserver_request_total"), "{metrics}");
 }
+
+const MORE_KINDS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: kinds}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: batch-low}
+value: 1000
+description: batch work
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: example.test/local
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: kinds}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: local
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: kinds}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: web.example.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: web, port: {number: 80}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: dns-only, namespace: kinds}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  egress: [{ports: [{port: 53}]}]
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: kinds}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  maxReplicas: 5
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: q, namespace: kinds}
+spec:
+  hard: {pods: "10", requests.cpu: "2", limits.memory: 4Gi}
+"#;
+
+/// Kinds beyond workloads that real manifests carry (storage, networking, autoscaling,
+/// quotas, priority classes): applied, printed with Kubernetes' columns, defaulted,
+/// validated, and priority classes admitted into pods.
+#[test]
+fn storage_networking_autoscaling_and_priority_kinds() {
+    let run = RunDir::temp("apiserver-kinds").unwrap();
+    let cp = ControlPlane::start(&run, Flavor::Kvstore).unwrap();
+    let out = apply_file(&cp, &run, "kinds.yaml", MORE_KINDS, "apply");
+    assert!(
+        out.contains("persistentvolumeclaim/data created")
+            && out.contains("horizontalpodautoscaler.autoscaling/web created"),
+        "{out}"
+    );
+    let resources = cp.kubectl_ok(&["api-resources", "--no-headers"]).unwrap();
+    for short in [
+        "pvc", "pv", "hpa", "ing", "netpol", "sc", "pc", "quota", "limits",
+    ] {
+        assert!(
+            resources.split_whitespace().any(|w| w == short),
+            "{short}: {resources}"
+        );
+    }
+
+    // Tables with Kubernetes' columns.
+    let pvc = cp.kubectl_ok(&["get", "pvc", "-n", "kinds"]).unwrap();
+    assert!(
+        pvc.starts_with("NAME") && pvc.contains("ACCESS MODES") && pvc.contains("STORAGECLASS"),
+        "{pvc}"
+    );
+    let row = pvc.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("data") && row.contains("Pending") && row.contains("local"),
+        "{pvc}"
+    );
+    let sc = cp.kubectl_ok(&["get", "sc"]).unwrap();
+    assert!(
+        sc.contains("local (default)")
+            && sc.contains("example.test/local")
+            && sc.contains("Delete"),
+        "{sc}"
+    );
+    let ing = cp.kubectl_ok(&["get", "ing", "-n", "kinds"]).unwrap();
+    assert!(
+        ing.contains("nginx") && ing.contains("web.example.test") && ing.contains("80"),
+        "{ing}"
+    );
+    let hpa = cp.kubectl_ok(&["get", "hpa", "-n", "kinds"]).unwrap();
+    assert!(
+        hpa.contains("Deployment/web") && hpa.contains("cpu: <unknown>/80%"),
+        "{hpa}"
+    );
+    let quota = cp.kubectl_ok(&["get", "quota", "-n", "kinds"]).unwrap();
+    assert!(
+        quota.contains("pods: 0/10") && quota.contains("limits.memory: 0/4Gi"),
+        "{quota}"
+    );
+    let pc = cp.kubectl_ok(&["get", "pc"]).unwrap();
+    for name in [
+        "system-node-critical",
+        "system-cluster-critical",
+        "batch-low",
+    ] {
+        assert!(pc.contains(name), "{pc}");
+    }
+
+    // Defaults the real API fills in.
+    let claim = json(
+        &cp.kubectl_ok(&["get", "pvc", "data", "-n", "kinds", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(claim["spec"]["volumeMode"], "Filesystem");
+    assert_eq!(claim["status"]["phase"], "Pending");
+    assert!(claim["metadata"]["generation"].is_null(), "{claim}");
+    let netpol = json(
+        &cp.kubectl_ok(&["get", "netpol", "dns-only", "-n", "kinds", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(
+        netpol["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    assert_eq!(netpol["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
+
+    // `create` sends protobuf: the decoder knows the new kinds too.
+    let path = run.path().join("claim.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: logs, namespace: kinds}\nspec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 2Gi}}}\n",
+    )
+    .unwrap();
+    cp.kubectl_ok(&["create", "-f", path.to_str().unwrap()])
+        .unwrap();
+    let logs = json(
+        &cp.kubectl_ok(&["get", "pvc", "logs", "-n", "kinds", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(
+        logs["spec"]["accessModes"],
+        serde_json::json!(["ReadWriteMany"])
+    );
+    assert_eq!(logs["spec"]["resources"]["requests"]["storage"], "2Gi");
+
+    // Validation: a claim's spec is fixed once created, an ingress path needs its type,
+    // a class's value is fixed, only one class is the global default.
+    let err = cp
+        .kubectl_err(&[
+            "patch",
+            "pvc",
+            "data",
+            "-n",
+            "kinds",
+            "-p",
+            r#"{"spec":{"accessModes":["ReadWriteMany"]}}"#,
+        ])
+        .unwrap();
+    assert!(err.contains("spec is immutable after creation"), "{err}");
+    cp.kubectl_ok(&[
+        "patch",
+        "pvc",
+        "data",
+        "-n",
+        "kinds",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+    ])
+    .unwrap();
+    let path = run.path().join("bad-ingress.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: kinds}\nspec:\n  rules:\n  - http:\n      paths:\n      - {path: /, pathType: Regex, backend: {service: {name: web, port: {number: 80}}}}\n",
+    )
+    .unwrap();
+    let err = cp
+        .kubectl_err(&["create", "-f", path.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        err.contains("is invalid") && err.contains("spec.rules[0].http.paths[0].pathType"),
+        "{err}"
+    );
+    let err = cp
+        .kubectl_err(&[
+            "patch",
+            "pc",
+            "batch-low",
+            "--type=merge",
+            "-p",
+            r#"{"value":5}"#,
+        ])
+        .unwrap();
+    assert!(err.contains("field is immutable"), "{err}");
+    let default_class = |name: &str| {
+        format!("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {{name: {name}}}\nvalue: 10\nglobalDefault: true\n")
+    };
+    apply_file(
+        &cp,
+        &run,
+        "default1.yaml",
+        &default_class("fallback"),
+        "create",
+    );
+    let path = run.path().join("default2.yaml");
+    std::fs::write(&path, default_class("another")).unwrap();
+    let err = cp
+        .kubectl_err(&["create", "-f", path.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        err.contains("Forbidden") && err.contains("fallback is already marked as default"),
+        "{err}"
+    );
+
+    // Priority admission: a named class sets the pod's priority, no name takes the
+    // global default, an unknown class is refused.
+    cp.kubectl_ok(&[
+        "run",
+        "low",
+        "-n",
+        "kinds",
+        "--image=busybox:1.36",
+        "--overrides",
+        r#"{"spec":{"priorityClassName":"batch-low"}}"#,
+    ])
+    .unwrap();
+    let low = json(
+        &cp.kubectl_ok(&["get", "pod", "low", "-n", "kinds", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(low["spec"]["priority"], 1000);
+    assert_eq!(low["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    cp.kubectl_ok(&["run", "plain", "-n", "kinds", "--image=busybox:1.36"])
+        .unwrap();
+    let plain = json(
+        &cp.kubectl_ok(&["get", "pod", "plain", "-n", "kinds", "-o", "json"])
+            .unwrap(),
+    );
+    assert_eq!(plain["spec"]["priorityClassName"], "fallback");
+    assert_eq!(plain["spec"]["priority"], 10);
+    let err = cp
+        .kubectl_err(&[
+            "run",
+            "lost",
+            "-n",
+            "kinds",
+            "--image=busybox:1.36",
+            "--overrides",
+            r#"{"spec":{"priorityClassName":"nope"}}"#,
+        ])
+        .unwrap();
+    assert!(
+        err.contains("Error from server (Forbidden)")
+            && err.contains("no PriorityClass with name nope was found"),
+        "{err}"
+    );
+    let err = cp
+        .kubectl_err(&[
+            "run",
+            "greedy",
+            "-n",
+            "kinds",
+            "--image=busybox:1.36",
+            "--overrides",
+            r#"{"spec":{"priorityClassName":"batch-low","priority":7}}"#,
+        ])
+        .unwrap();
+    assert!(err.contains("must not be provided in pod spec"), "{err}");
+}

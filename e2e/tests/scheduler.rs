@@ -184,9 +184,13 @@ fn a_high_priority_pod_preempts_a_lower_one() {
     c.node("p2", json!({}), json!({}), "2");
     let _sched = start_scheduler(&run, &cp, "scheduler", &[]);
     c.namespace("pre");
+    for p in [10, 50, 100] {
+        c.priority_class(&format!("p{p}"), p, "PreemptLowerPriority");
+    }
+    c.priority_class("polite", 1000, "Never");
     let prio = |p: i32, cpu_req: &str| {
         let mut s = cpu(cpu_req);
-        s["priority"] = json!(p);
+        s["priorityClassName"] = json!(format!("p{p}"));
         s
     };
     c.pod("pre", "low", prio(10, "1500m"), json!({}));
@@ -206,6 +210,8 @@ fn a_high_priority_pod_preempts_a_lower_one() {
     )
     .unwrap();
     let high = c.get("pre", "high").unwrap();
+    // Priority admission set the pod's priority from its class.
+    assert_eq!(high.spec.as_ref().and_then(|s| s.priority), Some(100));
     let nominated = high.status.and_then(|s| s.nominated_node_name);
     assert!(nominated.is_none() || nominated.as_deref() == Some(low_node.as_str()));
     assert_eq!(c.wait_bound("pre", "high"), low_node);
@@ -214,8 +220,8 @@ fn a_high_priority_pod_preempts_a_lower_one() {
         "the higher-priority pod was spared"
     );
     // A pod that may not preempt stays pending.
-    let mut never = prio(1000, "1500m");
-    never["preemptionPolicy"] = json!("Never");
+    let mut never = cpu("1500m");
+    never["priorityClassName"] = json!("polite");
     c.pod("pre", "polite", never, json!({}));
     let msg = c.wait_unschedulable("pre", "polite");
     assert!(msg.contains("2 Insufficient cpu"), "{msg}");

@@ -142,6 +142,98 @@ pub fn apply(group: &str, kind: &str, v: &mut Value) {
                 pod_spec(pod);
             }
         }
+        ("", "PersistentVolumeClaim") => {
+            if let Some(spec) = object_at(v, &["spec"]) {
+                default(spec, "volumeMode", json!("Filesystem"));
+            }
+            if let Some(status) = object_at(v, &["status"]) {
+                default(status, "phase", json!("Pending"));
+            }
+        }
+        ("", "PersistentVolume") => {
+            if let Some(spec) = object_at(v, &["spec"]) {
+                default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+                default(spec, "volumeMode", json!("Filesystem"));
+            }
+            if let Some(status) = object_at(v, &["status"]) {
+                default(status, "phase", json!("Pending"));
+            }
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            if let Some(spec) = object_at(v, &["spec"]) {
+                default(spec, "minReplicas", json!(1));
+                if spec
+                    .get("metrics")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+                {
+                    spec.insert(
+                        "metrics".into(),
+                        json!([{"type": "Resource", "resource": {"name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                    );
+                }
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            if let Some(spec) = object_at(v, &["spec"]) {
+                for dir in ["ingress", "egress"] {
+                    for rule in spec
+                        .get_mut(dir)
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        for port in rule
+                            .get_mut("ports")
+                            .and_then(Value::as_array_mut)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_object_mut)
+                        {
+                            default(port, "protocol", json!("TCP"));
+                        }
+                    }
+                }
+                let has_egress = spec
+                    .get("egress")
+                    .and_then(Value::as_array)
+                    .is_some_and(|e| !e.is_empty());
+                if spec
+                    .get("policyTypes")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+                {
+                    let mut types = vec![json!("Ingress")];
+                    if has_egress {
+                        types.push(json!("Egress"));
+                    }
+                    spec.insert("policyTypes".into(), json!(types));
+                }
+            }
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            if let Some(o) = v.as_object_mut() {
+                default(o, "reclaimPolicy", json!("Delete"));
+                default(o, "volumeBindingMode", json!("Immediate"));
+            }
+        }
+        ("storage.k8s.io", "CSIDriver") => {
+            if let Some(spec) = object_at(v, &["spec"]) {
+                default(spec, "attachRequired", json!(true));
+                default(spec, "podInfoOnMount", json!(false));
+                default(spec, "storageCapacity", json!(false));
+                default(spec, "requiresRepublish", json!(false));
+                default(spec, "seLinuxMount", json!(false));
+                default(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+                default(spec, "volumeLifecycleModes", json!(["Persistent"]));
+            }
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            if let Some(o) = v.as_object_mut() {
+                default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
+            }
+        }
         _ => {}
     }
 }
@@ -200,7 +292,6 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "securityContext", json!({}));
     default(spec, "enableServiceLinks", json!(true));
-    default(spec, "priority", json!(0));
     if spec
         .get("serviceAccountName")
         .and_then(Value::as_str)

@@ -377,9 +377,102 @@ fn kind_rules(info: &ResourceInfo, v: &Value, out: &mut Vec<Cause>) {
                 }
             }
         }
+        ("", "PersistentVolumeClaim") => {
+            if spec["accessModes"].as_array().is_none_or(Vec::is_empty) {
+                out.push(Cause::required_msg(
+                    "spec.accessModes",
+                    "at least 1 access mode is required",
+                ));
+            }
+            if spec["resources"]["requests"]["storage"].is_null() {
+                out.push(Cause::required("spec.resources[storage]"));
+            }
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            let target = &spec["scaleTargetRef"];
+            for f in ["kind", "name"] {
+                if target[f].as_str().unwrap_or("").is_empty() {
+                    out.push(Cause::required(format!("spec.scaleTargetRef.{f}")));
+                }
+            }
+            let max = spec["maxReplicas"].as_i64().unwrap_or(0);
+            if max < 1 {
+                out.push(Cause::invalid(
+                    "spec.maxReplicas",
+                    &spec["maxReplicas"],
+                    "must be greater than or equal to 1",
+                ));
+            }
+            if let Some(min) = spec["minReplicas"].as_i64() {
+                if min < 1 {
+                    out.push(Cause::invalid(
+                        "spec.minReplicas",
+                        &spec["minReplicas"],
+                        "must be greater than or equal to 1",
+                    ));
+                } else if max >= 1 && min > max {
+                    out.push(Cause::invalid(
+                        "spec.minReplicas",
+                        &spec["minReplicas"],
+                        "must be less than or equal to maxReplicas",
+                    ));
+                }
+            }
+        }
+        ("networking.k8s.io", "Ingress") => {
+            for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+                let paths = rule["http"]["paths"].as_array().into_iter().flatten();
+                for (j, path) in paths.enumerate() {
+                    let field = format!("spec.rules[{i}].http.paths[{j}].pathType");
+                    match path["pathType"].as_str() {
+                        None => out.push(Cause::required_msg(field, "pathType must be specified")),
+                        Some("Exact" | "Prefix" | "ImplementationSpecific") => {}
+                        Some(_) => out.push(Cause::not_supported(
+                            field,
+                            &path["pathType"],
+                            &["Exact", "ImplementationSpecific", "Prefix"],
+                        )),
+                    }
+                }
+            }
+        }
+        ("storage.k8s.io", "StorageClass")
+            if v["provisioner"].as_str().unwrap_or("").is_empty() =>
+        {
+            out.push(Cause::required("provisioner"));
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            let name = v["metadata"]["name"].as_str().unwrap_or("");
+            let value = v["value"].as_i64().unwrap_or(0);
+            if name.starts_with("system-") {
+                if !SYSTEM_PRIORITY_CLASSES
+                    .iter()
+                    .any(|(n, val)| *n == name && *val == value)
+                {
+                    out.push(Cause::forbidden(
+                        "metadata.name",
+                        "priority class names with 'system-' prefix are reserved for system use only",
+                    ));
+                }
+            } else if value > HIGHEST_USER_PRIORITY {
+                out.push(Cause::forbidden(
+                    "value",
+                    &format!("maximum allowed value of a user defined priority is {HIGHEST_USER_PRIORITY}"),
+                ));
+            }
+        }
         _ => {}
     }
 }
+
+/// The priority classes every cluster has, and their values.
+pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i64)] = &[
+    ("system-node-critical", 2_000_001_000),
+    ("system-cluster-critical", 2_000_000_000),
+];
+
+/// The highest priority a class that is not a system class may have.
+const HIGHEST_USER_PRIORITY: i64 = 1_000_000_000;
 
 /// The fields of a pod's spec an update may change (everything else is immutable).
 const POD_MUTABLE: &[&str] = &[
@@ -436,6 +529,53 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Vec<Cau
                 "field is immutable",
             ));
         }
+        ("", "PersistentVolumeClaim") => {
+            // Requests may grow (expansion), and a claim is bound once.
+            let strip = |spec: &Value, binding: bool| {
+                let mut s = spec.clone();
+                if let Some(o) = s.as_object_mut() {
+                    o.remove("volumeAttributesClassName");
+                    if binding {
+                        o.remove("volumeName");
+                    }
+                    if let Some(r) = o.get_mut("resources").and_then(Value::as_object_mut) {
+                        r.remove("requests");
+                    }
+                }
+                s
+            };
+            let binding = old["spec"]["volumeName"].as_str().unwrap_or("").is_empty();
+            if strip(&old["spec"], binding) != strip(&new["spec"], binding) {
+                out.push(Cause::forbidden(
+                    "spec",
+                    "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                ));
+            }
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            for f in ["parameters", "provisioner", "reclaimPolicy"] {
+                if old[f] != new[f] {
+                    out.push(Cause::forbidden(
+                        f,
+                        &format!("updates to {f} are forbidden."),
+                    ));
+                }
+            }
+            if old["volumeBindingMode"] != new["volumeBindingMode"] {
+                out.push(Cause::invalid(
+                    "volumeBindingMode",
+                    &new["volumeBindingMode"],
+                    "field is immutable",
+                ));
+            }
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            for f in ["value", "preemptionPolicy"] {
+                if old[f] != new[f] {
+                    out.push(Cause::invalid(f, &new[f], "field is immutable"));
+                }
+            }
+        }
         _ => {}
     }
     out
@@ -485,5 +625,45 @@ mod tests {
         new["spec"]["restartPolicy"] = json!("Never");
         let causes = validate_update(info("", "pods"), &old, &new);
         assert_eq!(causes[0].reason, "FieldValueForbidden");
+    }
+
+    #[test]
+    fn priority_classes_and_claims() {
+        let pc = api::registry::by_resource("scheduling.k8s.io", "v1", "priorityclasses").unwrap();
+        let class = |name: &str, value: i64| json!({"metadata": {"name": name}, "value": value});
+        assert!(validate_create(pc, &class("system-node-critical", 2_000_001_000)).is_empty());
+        assert_eq!(
+            validate_create(pc, &class("system-mine", 5))[0].field,
+            "metadata.name"
+        );
+        assert_eq!(
+            validate_create(pc, &class("huge", 1_000_000_001))[0].field,
+            "value"
+        );
+        assert!(validate_create(pc, &class("top", 1_000_000_000)).is_empty());
+        let causes = validate_update(pc, &class("top", 1), &class("top", 2));
+        assert_eq!(causes[0].message, "Invalid value: 2: field is immutable");
+
+        let pvc = info("", "persistentvolumeclaims");
+        let claim = json!({"metadata": {"name": "c"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}});
+        assert!(validate_create(pvc, &claim).is_empty());
+        let fields: Vec<String> =
+            validate_create(pvc, &json!({"metadata": {"name": "c"}, "spec": {}}))
+                .into_iter()
+                .map(|c| c.field)
+                .collect();
+        assert_eq!(fields, ["spec.accessModes", "spec.resources[storage]"]);
+        // Growing the request and binding are allowed; anything else is not.
+        let mut grown = claim.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        grown["spec"]["volumeName"] = json!("pv-1");
+        assert!(validate_update(pvc, &claim, &grown).is_empty());
+        let mut rebound = grown.clone();
+        rebound["spec"]["volumeName"] = json!("pv-2");
+        assert_eq!(validate_update(pvc, &grown, &rebound)[0].field, "spec");
+        let mut changed = claim.clone();
+        changed["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+        assert_eq!(validate_update(pvc, &claim, &changed)[0].field, "spec");
     }
 }

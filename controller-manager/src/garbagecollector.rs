@@ -151,6 +151,7 @@ impl GarbageCollector {
             watch::<core::ConfigMap>(ctx, &graph, &queue),
             watch::<core::Secret>(ctx, &graph, &queue),
             watch::<core::Service>(ctx, &graph, &queue),
+            watch::<core::PersistentVolumeClaim>(ctx, &graph, &queue),
             watch::<discovery::EndpointSlice>(ctx, &graph, &queue),
         ]
         .into_iter()

@@ -3,7 +3,12 @@
 //! Running and Ready, and removes the highest first, one at a time; Parallel acts on
 //! all at once. RollingUpdate replaces pods from the highest ordinal down to
 //! `partition`, one at a time, each after the previous is Ready again.
-//! (`volumeClaimTemplates` are not provisioned: Rustkube has no storage yet.)
+//! Each pod's PersistentVolumeClaims (`<template>-<set>-<ordinal>`, one per
+//! `volumeClaimTemplates` entry) are created before the pod and mounted in its volumes;
+//! `persistentVolumeClaimRetentionPolicy` decides whether they go with the set (owner
+//! reference, the garbage collector deletes them) and with a scale-down (this controller
+//! deletes the claims of ordinals past the replicas once their pods are gone).
+//! (Nothing provisions or binds the claims yet: they stay Pending.)
 
 use crate::controller::{self, controller_of, controller_ref, run_workers, Requeue};
 use crate::deployment::template_hash;
@@ -12,7 +17,10 @@ use crate::Context;
 use client::informer::Event;
 use client::{Api, DeleteParams, Informer, WorkQueue};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -24,7 +32,52 @@ pub struct StatefulSetController {
     ctx: Context,
     sets: Informer<StatefulSet>,
     pods: Informer<Pod>,
+    claims: Informer<PersistentVolumeClaim>,
     queue: WorkQueue<String>,
+}
+
+/// The claim a template makes for one ordinal: `<template>-<set>-<ordinal>`.
+fn claim_name(template: &PersistentVolumeClaim, set: &str, ordinal: i32) -> String {
+    format!(
+        "{}-{set}-{ordinal}",
+        template.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The claims of one ordinal, as the set's templates make them: the template's labels
+/// and the selector's, and an owner reference to the set when they go with it.
+fn claims(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim> {
+    let Some(spec) = set.spec.as_ref() else {
+        return Vec::new();
+    };
+    let name = set.metadata.name.as_deref().unwrap_or_default();
+    let with_set = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .and_then(|p| p.when_deleted.as_deref())
+        == Some("Delete");
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    spec.volume_claim_templates
+        .iter()
+        .flatten()
+        .map(|t| {
+            let mut labels = t.metadata.labels.clone().unwrap_or_default();
+            labels.extend(selector.clone());
+            PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(claim_name(t, name, ordinal)),
+                    namespace: set.metadata.namespace.clone(),
+                    labels: Some(labels),
+                    annotations: t.metadata.annotations.clone(),
+                    owner_references: with_set
+                        .then(|| vec![controller_ref("apps/v1", "StatefulSet", &set.metadata)]),
+                    ..Default::default()
+                },
+                spec: t.spec.clone(),
+                status: None,
+            }
+        })
+        .collect()
 }
 
 fn ordinal(set: &str, pod: &str) -> Option<i32> {
@@ -41,6 +94,7 @@ impl StatefulSetController {
             ctx: ctx.clone(),
             sets: ctx.factory.informer::<StatefulSet>(),
             pods: ctx.factory.informer::<Pod>(),
+            claims: ctx.factory.informer::<PersistentVolumeClaim>(),
             queue: WorkQueue::default(),
         };
         c.sets
@@ -62,7 +116,11 @@ impl StatefulSetController {
     }
 
     pub fn informers(&self) -> Vec<Box<dyn client::informer::Startable>> {
-        vec![Box::new(self.sets.clone()), Box::new(self.pods.clone())]
+        vec![
+            Box::new(self.sets.clone()),
+            Box::new(self.pods.clone()),
+            Box::new(self.claims.clone()),
+        ]
     }
 
     pub fn start(&self, workers: usize) {
@@ -93,7 +151,97 @@ impl StatefulSetController {
         let ps = pod.spec.as_mut()?;
         ps.hostname = Some(pod_name);
         ps.subdomain = spec.service_name.clone().filter(|s| !s.is_empty());
+        // Each template's claim replaces a volume of the same name.
+        for t in spec.volume_claim_templates.iter().flatten() {
+            let volume = t.metadata.name.clone().unwrap_or_default();
+            let volumes = ps.volumes.get_or_insert_with(Vec::new);
+            volumes.retain(|v| v.name != volume);
+            volumes.push(Volume {
+                name: volume,
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(t, name, ordinal),
+                    read_only: None,
+                }),
+                ..Default::default()
+            });
+        }
         Some(pod)
+    }
+
+    /// Creates the claims of `ordinal` that do not exist yet.
+    async fn create_claims(&self, set: &StatefulSet, ordinal: i32) -> anyhow::Result<()> {
+        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
+        let name = set.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.ctx.client.clone(), ns);
+        for claim in claims(set, ordinal) {
+            let claim_name = claim.metadata.name.clone().unwrap_or_default();
+            if self
+                .claims
+                .store()
+                .get(&format!("{ns}/{claim_name}"))
+                .is_some()
+            {
+                continue;
+            }
+            match api.create(&claim).await {
+                Ok(_) => self.ctx.recorder.record(
+                    set,
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("create Claim {claim_name} Pod {name}-{ordinal} in StatefulSet {name} success"),
+                ),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(anyhow::anyhow!("creating claim {claim_name}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// With `whenScaled: Delete`, the claims of ordinals at or past `replicas` whose
+    /// pods are gone.
+    async fn delete_scaled_claims(
+        &self,
+        set: &StatefulSet,
+        replicas: i32,
+        pods: &BTreeMap<i32, Arc<Pod>>,
+    ) -> anyhow::Result<()> {
+        let Some(spec) = set.spec.as_ref() else {
+            return Ok(());
+        };
+        let policy = spec.persistent_volume_claim_retention_policy.as_ref();
+        if policy.and_then(|p| p.when_scaled.as_deref()) != Some("Delete") {
+            return Ok(());
+        }
+        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
+        let name = set.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.ctx.client.clone(), ns);
+        for claim in self.claims.store().in_namespace(ns) {
+            let claim_name = claim.metadata.name.as_deref().unwrap_or_default();
+            let ordinal = spec.volume_claim_templates.iter().flatten().find_map(|t| {
+                let prefix = format!("{}-{name}-", t.metadata.name.as_deref().unwrap_or_default());
+                claim_name.strip_prefix(&prefix)?.parse::<i32>().ok()
+            });
+            let Some(o) = ordinal else { continue };
+            if o < replicas || pods.contains_key(&o) || claim.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let dp = DeleteParams {
+                precondition_uid: claim.metadata.uid.clone(),
+                ..Default::default()
+            };
+            match api.delete(claim_name, &dp).await {
+                Ok(()) => self.ctx.recorder.record(
+                    set,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("delete Claim {claim_name} in StatefulSet {name} success"),
+                ),
+                Err(e) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) => return Err(anyhow::anyhow!("deleting claim {claim_name}: {e}")),
+            }
+        }
+        Ok(())
     }
 
     async fn sync(&self, key: &str) -> anyhow::Result<Requeue> {
@@ -155,6 +303,7 @@ impl StatefulSetController {
                 match by_ordinal.get(&o) {
                     None => {
                         if let Some(pod) = self.pod(&set, o, &hash) {
+                            self.create_claims(&set, o).await?;
                             match api.create(&pod).await {
                                 Ok(_) => self.ctx.recorder.record(
                                     set.as_ref(),
@@ -237,6 +386,8 @@ impl StatefulSetController {
                 }
             }
         }
+        self.delete_scaled_claims(&set, replicas, &by_ordinal)
+            .await?;
         // Status.
         let live: Vec<&Arc<Pod>> = by_ordinal.values().filter(|p| pods::is_active(p)).collect();
         let updated = live

@@ -2,7 +2,7 @@
 //! controller-manager process with fake nodes and a stand-in kubelet; the test finishes
 //! job pods itself (Succeeded or Failed) as containers would.
 
-use client::{Api, Patch};
+use client::{Api, ListParams, Patch};
 use e2e::apiserver::ControlPlane;
 use e2e::components;
 use e2e::fake_kubelet::FakeKubelet;
@@ -12,7 +12,7 @@ use e2e::RunDir;
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -243,7 +243,8 @@ fn daemonsets_statefulsets_and_cronjobs() {
     });
 
     // A stateful set: stable names, scaled down from the highest ordinal.
-    apply(&e, "sts.yaml", "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: w}\nspec:\n  serviceName: db\n  replicas: 3\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      containers: [{name: c, image: busybox:1.36}]\n");
+    // Its claims go with a scale-down and with the set.
+    apply(&e, "sts.yaml", "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: w}\nspec:\n  serviceName: db\n  replicas: 3\n  selector: {matchLabels: {app: db}}\n  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      containers: [{name: c, image: busybox:1.36}]\n");
     let names = |k: &TestClient| -> Vec<String> {
         let mut n: Vec<String> = running(k, "app=db")
             .into_iter()
@@ -281,15 +282,52 @@ fn daemonsets_statefulsets_and_cronjobs() {
             .as_deref(),
         Some("db-1")
     );
+    let db1 = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("db-1"))
+        .unwrap();
+    let volume = db1
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == "data"))
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone());
+    assert_eq!(volume.as_deref(), Some("data-db-1"));
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), "w");
+    let claim_names = |k: &TestClient| -> Vec<String> {
+        let mut n: Vec<String> =
+            k.rt.block_on(claims.list(&ListParams::default().labels("app=db")))
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(claim_names(kube), ["data-db-0", "data-db-1", "data-db-2"]);
+    let claim = kube.rt.block_on(claims.get("data-db-0")).unwrap();
+    assert_eq!(
+        claim.spec.as_ref().and_then(|s| s.access_modes.clone()),
+        Some(vec!["ReadWriteOnce".to_string()])
+    );
     e.cp.kubectl_ok(&["scale", "sts/db", "-n", "w", "--replicas=1"])
         .unwrap();
     kube.wait("only db-0 left", |k| {
         (k.pods("w", "app=db").len() == 1 && names(k) == ["db-0"]).then_some(())
     });
+    kube.wait("the scaled-down claims deleted", |k| {
+        (claim_names(k) == ["data-db-0"]).then_some(())
+    });
     let sts: Api<StatefulSet> = Api::namespaced(kube.client.clone(), "w");
     kube.wait("stateful set status", |k| {
         let st = k.rt.block_on(sts.get("db")).unwrap().status?;
         (st.replicas == 1 && st.ready_replicas == Some(1)).then_some(())
+    });
+    e.cp.kubectl_ok(&["delete", "sts/db", "-n", "w"]).unwrap();
+    kube.wait("the set's claims deleted with it", |k| {
+        claim_names(k).is_empty().then_some(())
     });
 
     // A cron job every minute: a job appears within a minute, owned by it.

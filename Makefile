@@ -4,9 +4,9 @@
 CARGO      ?= cargo
 CLUSTER    ?= .cluster
 # Debian packages the tests use: real etcd/etcdctl to compare the kvstore against, curl for
-# raw HTTPS checks of the apiserver, and
+# raw HTTPS checks of the apiserver, tzdata for cron jobs' time zones, and
 # protoc for the etcd-client crate (our own proto crate uses a vendored protoc).
-DEB_PKGS   := etcd-server etcd-client protobuf-compiler libprotobuf-dev curl
+DEB_PKGS   := etcd-server etcd-client protobuf-compiler libprotobuf-dev curl tzdata
 SHELL      := /bin/bash
 # A virtualenv for the Python client the e2e tests drive (kept out of the system's
 # site-packages); the tests find it here.

@@ -1,6 +1,7 @@
 //! Standard cron schedules (`minute hour day-of-month month day-of-week`, with lists,
 //! ranges, steps, month and weekday names, and the `@hourly`/`@daily`/… macros),
-//! evaluated in UTC on whole minutes.
+//! evaluated on whole minutes of a [`Zone`]'s wall clock (UTC unless a cron job names a
+//! `timeZone`).
 
 /// Minutes since the Unix epoch.
 pub type Minute = i64;
@@ -121,15 +122,45 @@ impl Schedule {
             && day
     }
 
-    /// The latest scheduled minute in (after, now], if any (looking back at most a year).
-    pub fn latest(&self, after: Minute, now: Minute) -> Option<Minute> {
+    /// The latest scheduled minute (UTC) in (after, now], if any (looking back at most a
+    /// year), with the schedule read on `zone`'s clock.
+    pub fn latest(&self, after: Minute, now: Minute, zone: &Zone) -> Option<Minute> {
         let floor = after.max(now - 366 * 1440);
-        (floor + 1..=now).rev().find(|t| self.matches(*t))
+        (floor + 1..=now)
+            .rev()
+            .find(|t| self.matches(zone.wall(*t)))
     }
 
-    /// The first scheduled minute after `now` (within a year).
-    pub fn next(&self, now: Minute) -> Option<Minute> {
-        (now + 1..=now + 366 * 1440).find(|t| self.matches(*t))
+    /// The first scheduled minute (UTC) after `now` (within a year).
+    pub fn next(&self, now: Minute, zone: &Zone) -> Option<Minute> {
+        (now + 1..=now + 366 * 1440).find(|t| self.matches(zone.wall(*t)))
+    }
+}
+
+/// The clock a schedule is read on: UTC, or a zone of the system's time zone database
+/// (`/usr/share/zoneinfo`, as Kubernetes reads Go's), daylight saving included: a wall
+/// time skipped by a spring-forward does not run, one repeated by a fall-back runs twice.
+#[derive(Debug, Clone, Default)]
+pub struct Zone(Option<jiff::tz::TimeZone>);
+
+impl Zone {
+    /// The zone `spec.timeZone` names (None or empty: UTC).
+    pub fn named(name: Option<&str>) -> Result<Zone, String> {
+        match name.filter(|n| !n.is_empty()) {
+            None => Ok(Zone(None)),
+            Some(n) => jiff::tz::TimeZone::get(n)
+                .map(|tz| Zone(Some(tz)))
+                .map_err(|_| format!("unknown time zone {n}")),
+        }
+    }
+
+    /// The wall-clock minute (counted like minutes since the epoch) at UTC minute `t`.
+    fn wall(&self, t: Minute) -> Minute {
+        let Some(tz) = &self.0 else { return t };
+        match jiff::Timestamp::from_second(t * 60) {
+            Ok(at) => t + i64::from(tz.to_offset(at).seconds()).div_euclid(60),
+            Err(_) => t,
+        }
     }
 }
 
@@ -164,11 +195,12 @@ mod tests {
     #[test]
     fn schedules() {
         let every = Schedule::parse("* * * * *").unwrap();
-        assert_eq!(every.latest(T - 5, T), Some(T));
-        assert_eq!(every.next(T), Some(T + 1));
+        let utc = Zone::default();
+        assert_eq!(every.latest(T - 5, T, &utc), Some(T));
+        assert_eq!(every.next(T, &utc), Some(T + 1));
         let quarter = Schedule::parse("*/15 * * * *").unwrap();
         assert!(quarter.matches(T - T % 60));
-        assert_eq!(quarter.next(T - T % 60), Some(T - T % 60 + 15));
+        assert_eq!(quarter.next(T - T % 60, &utc), Some(T - T % 60 + 15));
         let weekdays = Schedule::parse("0 9 * * mon-fri").unwrap();
         let days = (0..7 * 1440).filter(|m| weekdays.matches(T + m)).count();
         assert_eq!(days, 5);
@@ -182,5 +214,23 @@ mod tests {
             .contains("minute"));
         let sunday = Schedule::parse("0 0 * * 7").unwrap();
         assert_eq!(sunday, Schedule::parse("0 0 * * sun").unwrap());
+    }
+
+    #[test]
+    fn time_zones_follow_daylight_saving() {
+        let nine = Schedule::parse("0 9 * * *").unwrap();
+        let york = Zone::named(Some("America/New_York")).unwrap();
+        // T is in November (EST, UTC-5): 09:00 there is 14:00 UTC.
+        let day = T - T.rem_euclid(1440);
+        assert_eq!(nine.next(day, &york), Some(day + 14 * 60));
+        // 2026-07-01 (EDT, UTC-4): 13:00 UTC.
+        let july = 20_635 * 1440;
+        assert_eq!(civil(20_635), (2026, 7, 1));
+        assert_eq!(nine.next(july, &york), Some(july + 13 * 60));
+        assert_eq!(Zone::named(Some("")).unwrap().wall(T), T);
+        assert_eq!(
+            Zone::named(Some("Mars/Olympus")).unwrap_err(),
+            "unknown time zone Mars/Olympus"
+        );
     }
 }

@@ -1,10 +1,11 @@
-//! The cronjob controller: creates a Job for each scheduled time (UTC), honouring
+//! The cronjob controller: creates a Job for each scheduled time (read on the clock of
+//! `timeZone`, UTC by default; an unknown zone is an `UnknownTimeZone` event), honouring
 //! `concurrencyPolicy` (Allow, Forbid, Replace), `startingDeadlineSeconds`, `suspend`
 //! and the successful/failed history limits. Jobs are named `<cronjob>-<minutes since
 //! the epoch>`, so a time is never run twice.
 
 use crate::controller::{self, controller_of, controller_ref, run_workers, Requeue};
-use crate::cron::Schedule;
+use crate::cron::{Schedule, Zone};
 use crate::Context;
 use client::informer::Event;
 use client::{Api, DeleteParams, Informer, WorkQueue};
@@ -118,6 +119,15 @@ impl CronJobController {
                 return Ok(None);
             }
         };
+        let zone = match Zone::named(spec.time_zone.as_deref()) {
+            Ok(z) => z,
+            Err(e) => {
+                self.ctx
+                    .recorder
+                    .record(cj.as_ref(), "Warning", "UnknownTimeZone", &e);
+                return Ok(None);
+            }
+        };
         let uid = cj.metadata.uid.clone().unwrap_or_default();
         let jobs_api: Api<Job> = Api::namespaced(self.ctx.client.clone(), ns);
         let mut owned: Vec<Arc<Job>> = self
@@ -164,7 +174,7 @@ impl CronJobController {
             .as_ref()
             .and_then(|s| s.last_schedule_time.clone());
         if !spec.suspend.unwrap_or(false) {
-            if let Some(t) = schedule.latest(last, now) {
+            if let Some(t) = schedule.latest(last, now, &zone) {
                 let late = (now - t) * 60;
                 let too_late = spec.starting_deadline_seconds.is_some_and(|d| late > d);
                 let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
@@ -269,7 +279,7 @@ impl CronJobController {
         }
         // Look again at the next scheduled minute.
         Ok(schedule
-            .next(now)
+            .next(now, &zone)
             .map(|t| Duration::from_secs((t * 60 - controller::unix_now()).max(1) as u64)))
     }
 }

@@ -567,6 +567,22 @@ fn storage_networking_autoscaling_and_priority_kinds() {
         "{err}"
     );
 
+    // A cron job's time zone must be one the system's database knows.
+    let cron = |zone: &str| {
+        format!("apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly, namespace: kinds}}\nspec:\n  schedule: '0 3 * * *'\n  timeZone: {zone}\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: c, image: busybox:1.36}}]\n")
+    };
+    let path = run.path().join("cron-bad.yaml");
+    std::fs::write(&path, cron("Mars/Olympus")).unwrap();
+    let err = cp
+        .kubectl_err(&["create", "-f", path.to_str().unwrap()])
+        .unwrap();
+    assert!(err.contains("unknown time zone Mars/Olympus"), "{err}");
+    apply_file(&cp, &run, "cron.yaml", &cron("Europe/Berlin"), "create");
+    let cj = cp
+        .kubectl_ok(&["get", "cj", "nightly", "-n", "kinds"])
+        .unwrap();
+    assert!(cj.contains("Europe/Berlin"), "{cj}");
+
     // Priority admission: a named class sets the pod's priority, no name takes the
     // global default, an unknown class is refused.
     cp.kubectl_ok(&[

@@ -349,8 +349,30 @@ fn kind_rules(info: &ResourceInfo, v: &Value, out: &mut Vec<Cause>) {
             }
         }
         ("batch", "CronJob") => {
-            if spec["schedule"].as_str().unwrap_or("").trim().is_empty() {
+            let schedule = spec["schedule"].as_str().unwrap_or("").trim();
+            if schedule.is_empty() {
                 out.push(Cause::required("spec.schedule"));
+            } else if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
+                out.push(Cause::invalid(
+                    "spec.schedule",
+                    &spec["schedule"],
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                ));
+            }
+            if let Some(zone) = spec["timeZone"].as_str() {
+                if zone.is_empty() {
+                    out.push(Cause::invalid(
+                        "spec.timeZone",
+                        &spec["timeZone"],
+                        "timeZone must be nil or non-empty string",
+                    ));
+                } else if jiff::tz::TimeZone::get(zone).is_err() {
+                    out.push(Cause::invalid(
+                        "spec.timeZone",
+                        &spec["timeZone"],
+                        &format!("unknown time zone {zone}"),
+                    ));
+                }
             }
             pod_spec(
                 "spec.jobTemplate.spec.template.spec",

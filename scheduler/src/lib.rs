@@ -61,7 +61,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let sched = scheduler::Scheduler::new(&factory, &config.scheduler_name, profile, metrics);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let informers: [&dyn client::informer::Startable; 2] = [&sched.pods, &sched.nodes];
+    let informers: [&dyn client::informer::Startable; 3] = [&sched.pods, &sched.nodes, &sched.pdbs];
     tokio::select! {
         _ = start_and_sync(&informers) => {}
         _ = &mut shutdown => return Ok(()),

@@ -15,6 +15,7 @@ use client::events::Recorder;
 use client::informer::Event;
 use client::{Api, Client, DeleteParams, Factory, Informer, Patch};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ pub struct Scheduler {
     pub queue: Arc<SchedulingQueue>,
     pub pods: Informer<Pod>,
     pub nodes: Informer<Node>,
+    /// PodDisruptionBudgets, which preemption respects.
+    pub pdbs: Informer<PodDisruptionBudget>,
     client: Client,
     recorder: Recorder,
     metrics: Metrics,
@@ -81,6 +84,7 @@ impl Scheduler {
             queue: Arc::default(),
             pods: factory.informer::<Pod>(),
             nodes: factory.informer::<Node>(),
+            pdbs: factory.informer::<PodDisruptionBudget>(),
             client: factory.client().clone(),
             recorder: Recorder::new(factory.client().clone(), name),
             metrics,
@@ -202,11 +206,19 @@ impl Scheduler {
                 }
                 Err(diagnosis) => {
                     let preempt = if preemption::eligible(&info, cache.nodes()) {
+                        let budgets: Vec<preemption::Budget> = self
+                            .pdbs
+                            .store()
+                            .list()
+                            .iter()
+                            .filter_map(|b| preemption::Budget::new(b))
+                            .collect();
                         Some(preemption::find(
                             &self.profile,
                             &info,
                             cache.nodes(),
                             &diagnosis,
+                            &budgets,
                         ))
                     } else {
                         None

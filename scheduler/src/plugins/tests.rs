@@ -455,7 +455,7 @@ fn preemption_picks_the_least_important_victims() {
         panic!("nothing should fit")
     };
     assert!(crate::preemption::eligible(&high, &nodes));
-    let p = crate::preemption::find(&profile, &high, &nodes, &d).expect("a preemption");
+    let p = crate::preemption::find(&profile, &high, &nodes, &d, &[]).expect("a preemption");
     // n2 needs one victim of priority 10; n1 one of 50; n3 is not preemptible.
     assert_eq!(p.node, "n2");
     assert_eq!(p.victims.len(), 1);
@@ -463,4 +463,50 @@ fn preemption_picks_the_least_important_victims() {
         json!({"metadata": {"name": "n"}, "spec": {"priority": 100, "preemptionPolicy": "Never", "containers": [{"name": "c"}]}}),
     );
     assert!(!crate::preemption::eligible(&never, &nodes));
+}
+
+#[test]
+fn preemption_spares_pods_a_disruption_budget_protects() {
+    let req = |name: &str, app: &str, prio: i32| {
+        pod(
+            json!({"metadata": {"name": name, "namespace": "default", "labels": {"app": app}}, "spec": {"priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}),
+        )
+    };
+    // n1's pod is the least important but its budget allows no disruption.
+    let nodes: Vec<Arc<NodeInfo>> = vec![
+        Arc::new(with_pods(
+            node("n1", json!({}), json!({})),
+            vec![req("db", "db", 10)],
+        )),
+        Arc::new(with_pods(
+            node("n2", json!({}), json!({})),
+            vec![req("web", "web", 20)],
+        )),
+    ];
+    let budget = |allowed: i32| {
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(
+            json!({"metadata": {"name": "db", "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
+                "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}}),
+        )
+        .unwrap();
+        crate::preemption::Budget::new(&pdb).unwrap()
+    };
+    let profile = Profile::default();
+    let high = req("high", "x", 100);
+    let Err(d) = profile.schedule(&high, &Snapshot::new(&nodes), 0) else {
+        panic!("nothing should fit")
+    };
+    let find = |budgets: &[crate::preemption::Budget]| {
+        crate::preemption::find(&profile, &high, &nodes, &d, budgets).expect("a preemption")
+    };
+    assert_eq!(find(&[]).node, "n1");
+    let p = find(&[budget(0)]);
+    assert_eq!(p.node, "n2", "the protected pod is spared");
+    assert_eq!(p.victims[0].pod.metadata.name.as_deref(), Some("web"));
+    assert_eq!(
+        find(&[budget(1)]).node,
+        "n1",
+        "a budget with room allows it"
+    );
 }

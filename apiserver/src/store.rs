@@ -459,6 +459,33 @@ impl Store {
         Ok(())
     }
 
+    /// DefaultStorageClass admission: a claim that names no class (the field absent, not
+    /// "") gets the default one, the newest if several are marked.
+    async fn admit_storage_class(&self, claim: &mut Value) {
+        if !claim["spec"]["storageClassName"].is_null() {
+            return;
+        }
+        let info = api::registry::by_resource("storage.k8s.io", "v1", "storageclasses")
+            .expect("storageclasses");
+        let cache = self.cache(info);
+        cache.wait_synced().await;
+        let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
+        let marked = |c: &Value| {
+            let a = &c["metadata"]["annotations"];
+            a["storageclass.kubernetes.io/is-default-class"] == "true"
+                || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+        };
+        let newest = all.into_iter().filter(|c| marked(c)).max_by_key(|c| {
+            c["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        });
+        if let (Some(class), Some(spec)) = (newest, claim["spec"].as_object_mut()) {
+            spec.insert("storageClassName".into(), class["metadata"]["name"].clone());
+        }
+    }
+
     /// Only one PriorityClass may be the global default (403 otherwise, as Kubernetes'
     /// admission answers).
     async fn admit_default_class(
@@ -611,6 +638,9 @@ impl Store {
         let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if info.group.is_empty() && info.kind == "Pod" {
             self.admit_priority(&mut obj, &name).await?;
+        }
+        if info.group.is_empty() && info.kind == "PersistentVolumeClaim" {
+            self.admit_storage_class(&mut obj).await;
         }
         let causes = validation::validate_create(info, &obj);
         if !causes.is_empty() {

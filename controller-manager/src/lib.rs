@@ -2,7 +2,8 @@
 //!
 //! Owns: each controller as a module (`replicaset`, `deployment`, `endpoints`,
 //! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`,
-//! `job`, `cronjob` with its `cron` schedules, `daemonset`, `statefulset`, `podgc`) on shared
+//! `job`, `cronjob` with its `cron` schedules, `daemonset`, `statefulset`, `podgc`,
+//! `persistentvolume` (the binder)) on shared
 //! informers and work queues (`controller` holds the worker loop and expectations),
 //! leader election on `kube-system/kube-controller-manager`.
 //!
@@ -19,6 +20,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
@@ -96,6 +98,7 @@ pub const ALL: &[&str] = &[
     "nodeipam",
     "nodelifecycle",
     "podgc",
+    "persistentvolume-binder",
 ];
 
 /// Resolves `--controllers` (`*`, names, `-name`) to the controllers to run.
@@ -254,6 +257,11 @@ async fn run_async(
         "podgc",
         podgc::PodGcController::new(&ctx, config.terminated_pod_gc_threshold),
         1
+    );
+    controller!(
+        "persistentvolume-binder",
+        persistentvolume::VolumeBinder::new(&ctx),
+        2
     );
     let refs: Vec<&dyn client::informer::Startable> =
         informers.iter().map(|b| b.as_ref()).collect();

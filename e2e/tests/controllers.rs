@@ -12,7 +12,10 @@ use e2e::kube::TestClient;
 use e2e::kvstore::Flavor;
 use e2e::RunDir;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -701,4 +704,105 @@ fn pause_resume_progress_deadline_and_adoption() {
         let released = k.get("d", "orphan").is_some_and(|p| owner_of(&p).is_none());
         (released && live(k, "d", "adopt").len() == 2).then_some(())
     });
+}
+
+/// The persistentvolume-binder: claims bind to the smallest volume that satisfies them,
+/// a waiting claim binds when a volume appears, and a volume whose claim is deleted is
+/// Released (Retain) or deleted (Delete).
+#[test]
+fn claims_bind_to_volumes_which_are_released_or_deleted_after() {
+    let e = env("ctl-pv", 0);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("d");
+    let volume = |name: &str, size: &str, modes: &str, policy: &str| {
+        format!("apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {name}}}\nspec:\n  storageClassName: manual\n  capacity: {{storage: {size}}}\n  accessModes: [{modes}]\n  persistentVolumeReclaimPolicy: {policy}\n  hostPath: {{path: /srv/{name}}}\n---\n")
+    };
+    let claim = |name: &str, size: &str| {
+        format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: d}}\nspec:\n  storageClassName: manual\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n---\n")
+    };
+    let volumes = [
+        volume("pv-small", "1Gi", "ReadWriteOnce", "Retain"),
+        volume("pv-mid", "3Gi", "ReadWriteOnce", "Retain"),
+        volume("pv-big", "10Gi", "ReadWriteOnce", "Retain"),
+        volume("pv-shared", "2Gi", "ReadWriteMany", "Retain"),
+    ]
+    .concat();
+    let sc = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: manual}\nprovisioner: kubernetes.io/no-provisioner\n---\n";
+    cp.kubectl_ok(&[
+        "apply",
+        "-f",
+        &write(&e.run, "pv.yaml", &format!("{sc}{volumes}")),
+    ])
+    .unwrap();
+    let pvs: Api<PersistentVolume> = Api::all(kube.client.clone());
+    let phase = |k: &TestClient, name: &str| -> Option<String> {
+        k.rt.block_on(pvs.get_opt(name)).unwrap()?.status?.phase
+    };
+    kube.wait("the volumes Available", |k| {
+        ["pv-small", "pv-mid", "pv-big", "pv-shared"]
+            .iter()
+            .all(|n| phase(k, n).as_deref() == Some("Available"))
+            .then_some(())
+    });
+
+    // 2Gi, ReadWriteOnce: pv-mid is the smallest that fits (pv-shared has the size but
+    // not the access mode).
+    cp.kubectl_ok(&["apply", "-f", &write(&e.run, "a.yaml", &claim("a", "2Gi"))])
+        .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), "d");
+    let bound = |k: &TestClient, name: &str| -> Option<PersistentVolumeClaim> {
+        let c = k.rt.block_on(pvcs.get_opt(name)).unwrap()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+    };
+    let a = kube.wait("claim a bound", |k| bound(k, "a"));
+    assert_eq!(a.spec.unwrap().volume_name.as_deref(), Some("pv-mid"));
+    let st = a.status.unwrap();
+    assert_eq!(st.capacity.unwrap()["storage"].0, "3Gi");
+    assert_eq!(
+        a.metadata.annotations.unwrap()["pv.kubernetes.io/bind-completed"],
+        "yes"
+    );
+    let mid = kube.rt.block_on(pvs.get("pv-mid")).unwrap();
+    assert_eq!(
+        mid.spec.unwrap().claim_ref.unwrap().name.as_deref(),
+        Some("a")
+    );
+    kube.wait("pv-mid Bound", |k| {
+        (phase(k, "pv-mid").as_deref() == Some("Bound")).then_some(())
+    });
+    let table = cp.kubectl_ok(&["get", "pvc", "a", "-n", "d"]).unwrap();
+    assert!(
+        table.contains("Bound") && table.contains("pv-mid") && table.contains("RWO"),
+        "{table}"
+    );
+
+    // 20Gi fits nothing until a volume that large appears.
+    cp.kubectl_ok(&["apply", "-f", &write(&e.run, "b.yaml", &claim("b", "20Gi"))])
+        .unwrap();
+    cp.kubectl_ok(&[
+        "apply",
+        "-f",
+        &write(
+            &e.run,
+            "huge.yaml",
+            &volume("pv-huge", "50Gi", "ReadWriteOnce", "Delete"),
+        ),
+    ])
+    .unwrap();
+    let b = kube.wait("claim b bound to the new volume", |k| bound(k, "b"));
+    assert_eq!(b.spec.unwrap().volume_name.as_deref(), Some("pv-huge"));
+
+    // Claims deleted: Retain releases the volume, Delete removes it.
+    cp.kubectl_ok(&["delete", "pvc", "a", "b", "-n", "d"])
+        .unwrap();
+    kube.wait("pv-mid Released", |k| {
+        (phase(k, "pv-mid").as_deref() == Some("Released")).then_some(())
+    });
+    kube.wait("pv-huge deleted", |k| {
+        k.rt.block_on(pvs.get_opt("pv-huge"))
+            .unwrap()
+            .is_none()
+            .then_some(())
+    });
+    assert_eq!(phase(kube, "pv-small").as_deref(), Some("Available"));
 }

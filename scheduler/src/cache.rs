@@ -2,7 +2,7 @@
 //! the informer, and pods it has assumed onto a node while their binding is in flight, so
 //! the next pod is placed knowing about them.
 
-use crate::framework::{NodeInfo, PodInfo, Snapshot};
+use crate::framework::{pod_key, NodeInfo, PodInfo, Snapshot};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +21,9 @@ pub struct Cache {
     /// Over the pods attached to known nodes.
     affinity_pods: usize,
     required_anti_pods: usize,
+    /// Pending pods that preemption nominated to a node (`status.nominatedNodeName`):
+    /// key -> (node, pod).
+    nominated: HashMap<String, (String, Arc<PodInfo>)>,
 }
 
 impl Cache {
@@ -153,6 +156,56 @@ impl Cache {
     pub fn is_assumed(&self, key: &str) -> bool {
         self.pods.get(key).is_some_and(|p| p.assumed)
     }
+
+    /// Records (or forgets) a pending pod's nomination as the informer reports it.
+    pub fn set_nominated(&mut self, pod: &Arc<Pod>) {
+        let node = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty() && pod.metadata.deletion_timestamp.is_none());
+        match node {
+            Some(n) => {
+                let info = PodInfo::new(pod.clone());
+                self.nominated.insert(info.key.clone(), (n, Arc::new(info)));
+            }
+            // Most pods hold none: no PodInfo is built for them.
+            None if !self.nominated.is_empty() => {
+                self.nominated.remove(&pod_key(pod));
+            }
+            None => {}
+        }
+    }
+
+    /// A pod bound or gone holds no nomination.
+    pub fn clear_nominated(&mut self, key: &str) {
+        self.nominated.remove(key);
+    }
+
+    /// The nodes as `pod` must see them, as Kubernetes' filters do: the pods nominated to
+    /// a node that go before it (priority at least its own; itself aside) counted as if
+    /// they ran there, so the room a preemption made is kept for its preemptor. None when
+    /// there are none (the cache's own nodes serve).
+    pub fn nodes_for(&self, pod: &PodInfo) -> Option<Vec<Arc<NodeInfo>>> {
+        let mut ahead = self
+            .nominated
+            .iter()
+            .filter(|(k, (_, p))| **k != pod.key && p.priority >= pod.priority)
+            .peekable();
+        ahead.peek()?;
+        let mut nodes = self.nodes.clone();
+        for (_, (node, p)) in ahead {
+            if let Some(&i) = self.index.get(node) {
+                Arc::make_mut(&mut nodes[i]).add_pod(p.clone());
+            }
+        }
+        Some(nodes)
+    }
+
+    /// A snapshot of `nodes` (a view from `nodes_for`) with the cache's counts.
+    pub fn snapshot_of<'a>(&self, nodes: &'a [Arc<NodeInfo>]) -> Snapshot<'a> {
+        Snapshot::with_counts(nodes, self.affinity_pods, self.required_anti_pods)
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +245,42 @@ mod tests {
         assert_eq!(c.node("n3").unwrap().name, "n3");
         c.remove_pod("d/x");
         assert!(c.node("n3").unwrap().pods.is_empty());
+    }
+
+    #[test]
+    fn room_made_by_preemption_is_kept_for_the_nominated_pod() {
+        let pending = |name: &str, cpu: &str, priority: i32, nominated: &str| -> Arc<Pod> {
+            Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d"},
+                "spec": {"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+                "status": {"nominatedNodeName": nominated}})).unwrap())
+        };
+        let mut c = Cache::default();
+        c.upsert_node(node("n1"));
+        let vip = pending("vip", "3", 100, "n1");
+        c.set_nominated(&vip);
+        let profile = crate::profile::Profile::default();
+        let fits = |c: &Cache, p: &Arc<Pod>| {
+            let info = PodInfo::new(p.clone());
+            let view = c.nodes_for(&info);
+            let snapshot = match &view {
+                Some(nodes) => c.snapshot_of(nodes),
+                None => c.snapshot(),
+            };
+            profile.schedule(&info, &snapshot, 0).is_ok()
+        };
+        // A less important pod may not take the room; a more important one may, and so
+        // may the nominated pod itself.
+        assert!(!fits(&c, &pending("low", "2", 10, "")));
+        assert!(fits(&c, &pending("high", "2", 200, "")));
+        assert!(fits(&c, &vip));
+        // Bound or gone, the nomination no longer holds room.
+        c.clear_nominated("d/vip");
+        assert!(fits(&c, &pending("low", "2", 10, "")));
+        // A nomination cleared by the informer (empty name) is forgotten too.
+        c.set_nominated(&vip);
+        c.set_nominated(&pending("vip", "3", 100, ""));
+        assert!(c
+            .nodes_for(&PodInfo::new(pending("low", "2", 10, "")))
+            .is_none());
     }
 }

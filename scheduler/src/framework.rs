@@ -113,6 +113,15 @@ impl AffinityTerm {
 }
 
 /// A pod with what the plugins need computed once.
+/// A pod's `namespace/name`, what the scheduler's queue and cache know it by.
+pub fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 #[derive(Debug)]
 pub struct PodInfo {
     pub pod: Arc<Pod>,
@@ -151,10 +160,7 @@ impl HostPort {
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let key = format!(
-            "{namespace}/{}",
-            pod.metadata.name.as_deref().unwrap_or_default()
-        );
+        let key = pod_key(&pod);
         let requests = pod_requests(&pod);
         let spec = pod.spec.as_ref();
         let mut non_zero_cpu = 0;

@@ -6,7 +6,7 @@
 //! preempt lower-priority pods.
 
 use crate::cache::Cache;
-use crate::framework::PodInfo;
+use crate::framework::{pod_key as key, PodInfo};
 use crate::metrics::Metrics;
 use crate::preemption;
 use crate::profile::Profile;
@@ -51,14 +51,6 @@ fn terminal(p: &Pod) -> bool {
     matches!(
         p.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
-    )
-}
-
-fn key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or_default(),
-        p.metadata.name.as_deref().unwrap_or_default()
     )
 }
 
@@ -110,12 +102,19 @@ impl Scheduler {
                             lock().set_bound_pod(p.clone());
                             queue.on_event(ClusterEvent::AssignedPodAdd);
                         }
-                    } else if responsible(p) {
-                        queue.add(Arc::new(PodInfo::new(p.clone())));
+                    } else {
+                        lock().set_nominated(p);
+                        if responsible(p) {
+                            queue.add(Arc::new(PodInfo::new(p.clone())));
+                        }
                     }
                 }
                 Event::Update(old, new) => {
+                    if !assigned(new) {
+                        lock().set_nominated(new);
+                    }
                     if assigned(new) {
+                        lock().clear_nominated(&key(new));
                         queue.delete(&key(new));
                         if terminal(new) {
                             lock().remove_pod(&key(new));
@@ -133,6 +132,7 @@ impl Scheduler {
                     }
                 }
                 Event::Delete(p) => {
+                    lock().clear_nominated(&key(p));
                     if assigned(p) {
                         lock().remove_pod(&key(p));
                         queue.on_event(ClusterEvent::AssignedPodDelete);
@@ -193,7 +193,12 @@ impl Scheduler {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             let n = cache.nodes().len().max(1);
             let start = self.next_start.load(Ordering::Relaxed) % n;
-            match self.profile.schedule(&info, &cache.snapshot(), start) {
+            let view = cache.nodes_for(&info);
+            let snapshot = match &view {
+                Some(nodes) => cache.snapshot_of(nodes),
+                None => cache.snapshot(),
+            };
+            match self.profile.schedule(&info, &snapshot, start) {
                 Ok(placement) => {
                     self.next_start
                         .store((start + placement.evaluated) % n, Ordering::Relaxed);

@@ -54,6 +54,14 @@ fn terminal(p: &Pod) -> bool {
     )
 }
 
+/// Whether preemption nominated the pod to a node.
+fn nominated(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+}
+
 /// More than the status changed (spec, labels, annotations).
 fn spec_changed(old: &Pod, new: &Pod) -> bool {
     old.spec != new.spec
@@ -103,18 +111,25 @@ impl Scheduler {
                             queue.on_event(ClusterEvent::AssignedPodAdd);
                         }
                     } else {
-                        lock().set_nominated(p);
+                        if nominated(p) {
+                            lock().set_nominated(p);
+                        }
                         if responsible(p) {
                             queue.add(Arc::new(PodInfo::new(p.clone())));
                         }
                     }
                 }
                 Event::Update(old, new) => {
-                    if !assigned(new) {
+                    // The cache's lock is taken only for pods that hold or held a
+                    // nomination (it is held through every scheduling cycle).
+                    let nomination = nominated(old) || nominated(new);
+                    if nomination && !assigned(new) {
                         lock().set_nominated(new);
                     }
                     if assigned(new) {
-                        lock().clear_nominated(&key(new));
+                        if nomination {
+                            lock().clear_nominated(&key(new));
+                        }
                         queue.delete(&key(new));
                         if terminal(new) {
                             lock().remove_pod(&key(new));
@@ -132,7 +147,9 @@ impl Scheduler {
                     }
                 }
                 Event::Delete(p) => {
-                    lock().clear_nominated(&key(p));
+                    if nominated(p) {
+                        lock().clear_nominated(&key(p));
+                    }
                     if assigned(p) {
                         lock().remove_pod(&key(p));
                         queue.on_event(ClusterEvent::AssignedPodDelete);

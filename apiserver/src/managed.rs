@@ -336,8 +336,16 @@ pub fn apply(
         }
         for e in list.iter().filter(|e| !mine(e)) {
             if e.fields.contains(p) && value_at(cur, p) != value_at(&applied, p) {
+                let via = if e.subresource.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with subresource \"{}\"", e.subresource)
+                };
                 conflicts.push((
-                    format!("conflict with \"{}\" using {}", e.manager, e.api_version),
+                    format!(
+                        "conflict with \"{}\"{via} using {}",
+                        e.manager, e.api_version
+                    ),
                     p,
                 ));
             }

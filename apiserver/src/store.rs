@@ -879,7 +879,7 @@ impl Store {
                 o["spec"]["finalizers"] = new["spec"]["finalizers"].clone();
                 o
             }
-            "" => {
+            "" | "scale" => {
                 let mut n = new;
                 if info.subresource("status").is_some() {
                     match old.get("status") {

@@ -63,7 +63,7 @@ pub async fn update_scale(
     write: &WriteOptions,
 ) -> Result<Value> {
     let parent = store
-        .update_with(info, ns, name, "", write, &|current| {
+        .update_with(info, ns, name, "scale", write, &|current| {
             let scale = to_scale(current);
             let wanted = match patch_type {
                 Some(pt) => crate::patch::patched("Scale", pt, &scale, body)?,

@@ -569,9 +569,25 @@ fn suite(cp: &ControlPlane, run: &RunDir, kubectl: &str) {
         .collect();
     assert_eq!(managers, vec!["kubectl"], "{managed}");
     ok(&["scale", "deploy", "ssa", "-n", "f1", "--replicas=3"]);
+    // kubectl scale writes through the scale subresource, and its fields are recorded so.
+    let managed = get(&["deploy", "ssa", "-n", "f1", "--show-managed-fields"]);
+    let scaled = managed["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["operation"] == "Update")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(scaled["subresource"], "scale", "{managed}");
+    assert!(
+        scaled["fieldsV1"]["f:spec"]["f:replicas"].is_object(),
+        "{managed}"
+    );
     let err = fail(&["apply", "--server-side", "-f", &ssa1]);
     assert!(
-        err.contains("conflict") && err.contains(".spec.replicas"),
+        err.contains("conflict")
+            && err.contains("with subresource \"scale\"")
+            && err.contains(".spec.replicas"),
         "{err}"
     );
     let ssa2 = write(run, "ssa2.yaml", &ssa(1, "busybox:1.37"));

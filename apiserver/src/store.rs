@@ -382,13 +382,21 @@ impl Store {
     }
 
     /// 404 when the namespace does not exist, 403 when it is being deleted.
-    /// The priority classes, from the cache once it holds them.
-    async fn priority_classes(&self) -> (&'static ResourceInfo, &Arc<WatchCache>) {
-        let info = api::registry::by_resource("scheduling.k8s.io", "v1", "priorityclasses")
-            .expect("priorityclasses");
+    /// A registry resource's cache once it holds the resource (what admission reads).
+    async fn synced(
+        &self,
+        group: &str,
+        resource: &str,
+    ) -> (&'static ResourceInfo, &Arc<WatchCache>) {
+        let info = api::registry::by_resource(group, "v1", resource).expect("a registry resource");
         let cache = self.cache(info);
         cache.wait_synced().await;
         (info, cache)
+    }
+
+    /// The priority classes, from the cache once it holds them.
+    async fn priority_classes(&self) -> (&'static ResourceInfo, &Arc<WatchCache>) {
+        self.synced("scheduling.k8s.io", "priorityclasses").await
     }
 
     /// Priority admission, as Kubernetes' `Priority` plugin: the pod's
@@ -465,10 +473,7 @@ impl Store {
         if !claim["spec"]["storageClassName"].is_null() {
             return;
         }
-        let info = api::registry::by_resource("storage.k8s.io", "v1", "storageclasses")
-            .expect("storageclasses");
-        let cache = self.cache(info);
-        cache.wait_synced().await;
+        let (info, cache) = self.synced("storage.k8s.io", "storageclasses").await;
         let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
         let marked = |c: &Value| {
             let a = &c["metadata"]["annotations"];

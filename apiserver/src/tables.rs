@@ -289,12 +289,17 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn or_none(v: String) -> String {
+/// `v`, or kubectl's `text` for an empty value.
+fn placeholder(v: String, text: &str) -> String {
     if v.is_empty() {
-        "<none>".into()
+        text.into()
     } else {
         v
     }
+}
+
+fn or_none(v: String) -> String {
+    placeholder(v, "<none>")
 }
 
 fn int(v: &Value) -> Value {
@@ -373,11 +378,7 @@ fn storage_class(o: &Value) -> String {
 }
 
 fn unset(v: String) -> String {
-    if v.is_empty() {
-        "<unset>".into()
-    } else {
-        v
-    }
+    placeholder(v, "<unset>")
 }
 
 /// An autoscaler's targets: `cpu: 42%/80%`, `<unknown>` for what it has not measured.

@@ -348,6 +348,17 @@ impl<K: Object> Api<K> {
         Ok(())
     }
 
+    /// `delete` of the object a controller saw (its uid in `dp`'s preconditions): an
+    /// object already gone, or replaced by a newer one of the same name, is not an error
+    /// but `Ok(false)`, nothing deleted (the informer brings the newer state).
+    pub async fn delete_if_current(&self, name: &str, dp: &DeleteParams) -> Result<bool> {
+        match self.delete(name, dp).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() || e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// POST to a subresource (`pods/binding`, `pods/eviction`); the answer as JSON.
     pub async fn create_subresource(
         &self,

@@ -88,14 +88,9 @@ impl CronJobController {
             precondition_uid: j.metadata.uid.clone(),
             ..Default::default()
         };
-        match api
-            .delete(j.metadata.name.as_deref().unwrap_or_default(), &dp)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        api.delete_if_current(j.metadata.name.as_deref().unwrap_or_default(), &dp)
+            .await?;
+        Ok(())
     }
 
     async fn sync(&self, key: &str) -> anyhow::Result<Requeue> {

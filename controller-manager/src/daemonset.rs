@@ -314,21 +314,14 @@ impl DaemonSetController {
                     precondition_uid: p.metadata.uid.clone(),
                     ..Default::default()
                 };
-                match api
-                    .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
-                    .await
-                {
-                    Ok(()) => self.ctx.recorder.record(
+                let pod = p.metadata.name.as_deref().unwrap_or_default();
+                if api.delete_if_current(pod, &dp).await? {
+                    self.ctx.recorder.record(
                         ds.as_ref(),
                         "Normal",
                         "SuccessfulDelete",
-                        &format!(
-                            "Deleted pod: {}",
-                            p.metadata.name.as_deref().unwrap_or_default()
-                        ),
-                    ),
-                    Err(e) if e.is_not_found() || e.is_conflict() => {}
-                    Err(e) => return Err(e.into()),
+                        &format!("Deleted pod: {pod}"),
+                    );
                 }
             }
         }

@@ -514,14 +514,8 @@ impl DeploymentController {
                 precondition_uid: rs.metadata.uid.clone(),
                 ..Default::default()
             };
-            match api
-                .delete(rs.metadata.name.as_deref().unwrap_or_default(), &dp)
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
-            }
+            api.delete_if_current(rs.metadata.name.as_deref().unwrap_or_default(), &dp)
+                .await?;
         }
         Ok(())
     }

@@ -142,14 +142,8 @@ impl JobController {
                 precondition_uid: p.metadata.uid.clone(),
                 ..Default::default()
             };
-            match api
-                .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
-            }
+            api.delete_if_current(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+                .await?;
         }
         Ok(())
     }
@@ -182,11 +176,7 @@ impl JobController {
                     precondition_uid: job.metadata.uid.clone(),
                     ..Default::default()
                 };
-                match api.delete(name, &dp).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() || e.is_conflict() => {}
-                    Err(e) => return Err(e.into()),
-                }
+                api.delete_if_current(name, &dp).await?;
                 return Ok(None);
             }
             return Ok(Some(Duration::from_secs(

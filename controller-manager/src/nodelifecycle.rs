@@ -278,8 +278,8 @@ impl NodeLifecycleController {
                 precondition_uid: pod.metadata.uid.clone(),
                 ..Default::default()
             };
-            match api.delete(&pod_name, &dp).await {
-                Ok(()) => self.ctx.recorder.record(
+            if api.delete_if_current(&pod_name, &dp).await? {
+                self.ctx.recorder.record(
                     pod.as_ref(),
                     "Normal",
                     "TaintManagerEviction",
@@ -287,9 +287,7 @@ impl NodeLifecycleController {
                         "Marking for deletion Pod {}/{pod_name}",
                         pod.metadata.namespace.as_deref().unwrap_or_default()
                     ),
-                ),
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
+                );
             }
         }
         Ok(again)

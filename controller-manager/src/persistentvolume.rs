@@ -124,17 +124,24 @@ impl VolumeBinder {
         });
         let (q, claims) = (c.queue.clone(), c.claims.clone());
         c.volumes.add_handler(move |ev| {
-            let v = match ev {
-                Event::Add(v) | Event::Update(_, v) | Event::Delete(v) => v,
+            let (v, gone) = match ev {
+                Event::Add(v) | Event::Update(_, v) => (v, false),
+                Event::Delete(v) => (v, true),
             };
             q.add(format!(
                 "volume:{}",
                 v.metadata.name.as_deref().unwrap_or_default()
             ));
-            // A volume that appears or frees up may be what a waiting claim needs; a
-            // claim bound to a volume that went is Lost.
+            // A volume free to take (no claim, or one named by hand) may be what a
+            // waiting claim needs; a claim bound to a volume that went is Lost. A volume
+            // already held (the binder's own writes) wakes no one.
+            let free = !gone
+                && v.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .is_none_or(|r| r.uid.is_none());
             for cl in claims.store().list() {
-                let waiting = phase_of_claim(&cl) == "Pending";
+                let waiting = free && phase_of_claim(&cl) == "Pending";
                 let on_it = cl.spec.as_ref().and_then(|s| s.volume_name.as_deref())
                     == v.metadata.name.as_deref();
                 if waiting || on_it {
@@ -212,11 +219,7 @@ impl VolumeBinder {
                                 precondition_uid: volume.metadata.uid.clone(),
                                 ..Default::default()
                             };
-                            match api.delete(name, &dp).await {
-                                Ok(()) => {}
-                                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                                Err(e) => return Err(e.into()),
-                            }
+                            api.delete_if_current(name, &dp).await?;
                             return Ok(None);
                         }
                         "Released"

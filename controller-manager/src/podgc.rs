@@ -62,14 +62,9 @@ impl PodGcController {
             precondition_uid: p.metadata.uid.clone(),
             ..Default::default()
         };
-        match api
-            .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        api.delete_if_current(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+            .await?;
+        Ok(())
     }
 
     async fn sync(&self) -> anyhow::Result<Requeue> {

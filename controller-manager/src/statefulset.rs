@@ -230,15 +230,17 @@ impl StatefulSetController {
                 precondition_uid: claim.metadata.uid.clone(),
                 ..Default::default()
             };
-            match api.delete(claim_name, &dp).await {
-                Ok(()) => self.ctx.recorder.record(
+            let deleted = api
+                .delete_if_current(claim_name, &dp)
+                .await
+                .map_err(|e| anyhow::anyhow!("deleting claim {claim_name}: {e}"))?;
+            if deleted {
+                self.ctx.recorder.record(
                     set,
                     "Normal",
                     "SuccessfulDelete",
                     &format!("delete Claim {claim_name} in StatefulSet {name} success"),
-                ),
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(anyhow::anyhow!("deleting claim {claim_name}: {e}")),
+                );
             }
         }
         Ok(())
@@ -276,17 +278,11 @@ impl StatefulSetController {
                     precondition_uid: p.metadata.uid.clone(),
                     ..Default::default()
                 };
-                match api
-                    .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+                let name = p.metadata.name.as_deref().unwrap_or_default();
+                api.delete_if_current(name, &dp)
                     .await
-                {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-                    Err(e) => Err(anyhow::anyhow!(
-                        "deleting {}: {e}",
-                        p.metadata.name.as_deref().unwrap_or_default()
-                    )),
-                }
+                    .map(|_| ())
+                    .map_err(|e| anyhow::anyhow!("deleting {name}: {e}"))
             }
         };
         // Failed pods are replaced.

@@ -15,10 +15,15 @@ fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-fn apply_file(cp: &ControlPlane, run: &RunDir, name: &str, yaml: &str, verb: &str) -> String {
+/// Writes `text` to `name` in the run's directory; its path.
+fn write(run: &RunDir, name: &str, text: &str) -> String {
     let path = run.path().join(name);
-    std::fs::write(&path, yaml).unwrap();
-    cp.kubectl_ok(&[verb, "-f", path.to_str().unwrap(), "--validate=false"])
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn apply_file(cp: &ControlPlane, run: &RunDir, name: &str, yaml: &str, verb: &str) -> String {
+    cp.kubectl_ok(&[verb, "-f", &write(run, name, yaml), "--validate=false"])
         .unwrap()
 }
 
@@ -481,14 +486,8 @@ fn storage_networking_autoscaling_and_priority_kinds() {
     assert_eq!(netpol["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
 
     // `create` sends protobuf: the decoder knows the new kinds too.
-    let path = run.path().join("claim.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: logs, namespace: kinds}\nspec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 2Gi}}}\n",
-    )
-    .unwrap();
-    cp.kubectl_ok(&["create", "-f", path.to_str().unwrap()])
-        .unwrap();
+    let path = write(&run, "claim.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: logs, namespace: kinds}\nspec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 2Gi}}}\n");
+    cp.kubectl_ok(&["create", "-f", &path]).unwrap();
     let logs = json(
         &cp.kubectl_ok(&["get", "pvc", "logs", "-n", "kinds", "-o", "json"])
             .unwrap(),
@@ -523,15 +522,8 @@ fn storage_networking_autoscaling_and_priority_kinds() {
         r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
     ])
     .unwrap();
-    let path = run.path().join("bad-ingress.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: kinds}\nspec:\n  rules:\n  - http:\n      paths:\n      - {path: /, pathType: Regex, backend: {service: {name: web, port: {number: 80}}}}\n",
-    )
-    .unwrap();
-    let err = cp
-        .kubectl_err(&["create", "-f", path.to_str().unwrap()])
-        .unwrap();
+    let path = write(&run, "bad-ingress.yaml", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: kinds}\nspec:\n  rules:\n  - http:\n      paths:\n      - {path: /, pathType: Regex, backend: {service: {name: web, port: {number: 80}}}}\n");
+    let err = cp.kubectl_err(&["create", "-f", &path]).unwrap();
     assert!(
         err.contains("is invalid") && err.contains("spec.rules[0].http.paths[0].pathType"),
         "{err}"
@@ -557,11 +549,8 @@ fn storage_networking_autoscaling_and_priority_kinds() {
         &default_class("fallback"),
         "create",
     );
-    let path = run.path().join("default2.yaml");
-    std::fs::write(&path, default_class("another")).unwrap();
-    let err = cp
-        .kubectl_err(&["create", "-f", path.to_str().unwrap()])
-        .unwrap();
+    let path = write(&run, "default2.yaml", &default_class("another"));
+    let err = cp.kubectl_err(&["create", "-f", &path]).unwrap();
     assert!(
         err.contains("Forbidden") && err.contains("fallback is already marked as default"),
         "{err}"
@@ -571,11 +560,8 @@ fn storage_networking_autoscaling_and_priority_kinds() {
     let cron = |zone: &str| {
         format!("apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly, namespace: kinds}}\nspec:\n  schedule: '0 3 * * *'\n  timeZone: {zone}\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: c, image: busybox:1.36}}]\n")
     };
-    let path = run.path().join("cron-bad.yaml");
-    std::fs::write(&path, cron("Mars/Olympus")).unwrap();
-    let err = cp
-        .kubectl_err(&["create", "-f", path.to_str().unwrap()])
-        .unwrap();
+    let path = write(&run, "cron-bad.yaml", &cron("Mars/Olympus"));
+    let err = cp.kubectl_err(&["create", "-f", &path]).unwrap();
     assert!(err.contains("unknown time zone Mars/Olympus"), "{err}");
     apply_file(&cp, &run, "cron.yaml", &cron("Europe/Berlin"), "create");
     let cj = cp

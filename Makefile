@@ -8,6 +8,9 @@ CLUSTER    ?= .cluster
 # protoc for the etcd-client crate (our own proto crate uses a vendored protoc).
 DEB_PKGS   := etcd-server etcd-client protobuf-compiler libprotobuf-dev curl tzdata
 SHELL      := /bin/bash
+# A fresh clone gains nothing from incremental compilation, and its session files are
+# gigabytes of disk; set CARGO_INCREMENTAL=1 in the environment to keep them.
+export CARGO_INCREMENTAL ?= 0
 # A virtualenv for the Python client the e2e tests drive (kept out of the system's
 # site-packages); the tests find it here.
 PYVENV     := $(CURDIR)/target/pyvenv

@@ -2,7 +2,7 @@
 //!
 //! Owns: the types (re-exported from `k8s-openapi`), the resource registry (group,
 //! version, resource, kind, scope, short names, verbs, subresources), label and field
-//! selectors, resource quantities, name validation, the kubeconfig file format, and the pod-to-node
+//! selectors, resource quantities, quota accounting, name validation, the kubeconfig file format, and the pod-to-node
 //! rules (taints, node affinity, pod requests) every component applies alike.
 //!
 //! Must not: do I/O beyond reading a kubeconfig file, or know about any transport.
@@ -15,6 +15,7 @@ pub mod kubeconfig;
 pub mod labels;
 pub mod names;
 pub mod quantity;
+pub mod quota;
 pub mod registry;
 pub mod scheduling;
 

@@ -109,6 +109,20 @@ impl Quantity {
         })
     }
 
+    /// The quantity `milli / 1000`, printed in `format` (what sums of parsed quantities
+    /// are turned back into).
+    pub fn from_milli(milli: i64, format: Format) -> Quantity {
+        Quantity {
+            negative: milli < 0,
+            digits: u128::from(milli.unsigned_abs()),
+            frac_digits: 3,
+            exp10: 0,
+            pow1024: 0,
+            format,
+            text: format!("{milli}m"),
+        }
+    }
+
     pub fn format(&self) -> Format {
         self.format
     }

@@ -132,6 +132,15 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// An admission refusal: `<resource> "<name>" is forbidden: <why>`.
+    pub fn denied(info: &ResourceInfo, name: &str, why: impl std::fmt::Display) -> Self {
+        Self::forbidden(format!(
+            "{} \"{name}\" is forbidden: {why}",
+            info.qualified_resource()
+        ))
+        .about(info, name)
+    }
+
     pub fn not_found(info: &ResourceInfo, name: &str) -> Self {
         Self::new(
             404,

@@ -100,6 +100,8 @@ pub enum Deleted {
 /// What an update computes from the stored object.
 pub type Mutation<'a> = dyn Fn(&Value) -> Result<Value> + Send + Sync + 'a;
 
+mod admit;
+
 pub struct Store {
     pub storage: Storage,
     caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
@@ -381,179 +383,6 @@ impl Store {
         }
     }
 
-    /// 404 when the namespace does not exist, 403 when it is being deleted.
-    /// A registry resource's cache once it holds the resource (what admission reads).
-    async fn synced(
-        &self,
-        group: &str,
-        resource: &str,
-    ) -> (&'static ResourceInfo, &Arc<WatchCache>) {
-        let info = api::registry::by_resource(group, "v1", resource).expect("a registry resource");
-        let cache = self.cache(info);
-        cache.wait_synced().await;
-        (info, cache)
-    }
-
-    /// The priority classes, from the cache once it holds them.
-    async fn priority_classes(&self) -> (&'static ResourceInfo, &Arc<WatchCache>) {
-        self.synced("scheduling.k8s.io", "priorityclasses").await
-    }
-
-    /// Priority admission, as Kubernetes' `Priority` plugin: the pod's
-    /// `priorityClassName` (or, without one, the global default class with the lowest
-    /// value) sets `priority` and `preemptionPolicy` (no class: 0 and
-    /// PreemptLowerPriority). A class that does not exist, or a priority or policy the pod
-    /// brings that differs from the computed one, is a 403.
-    async fn admit_priority(&self, pod: &mut Value, name: &str) -> Result<()> {
-        let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
-        let forbidden = |why: String| {
-            let mut e = ApiError::forbidden(format!("pods \"{name}\" is forbidden: {why}"));
-            e.name = Some(name.into());
-            e.kind = Some(pods.resource.into());
-            e
-        };
-        let (info, cache) = self.priority_classes().await;
-        let wanted = pod["spec"]["priorityClassName"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let class = if wanted.is_empty() {
-            let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
-            all.into_iter()
-                .filter(|c| c["globalDefault"] == json!(true))
-                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
-        } else {
-            let key = info.storage_key("", &wanted);
-            match cache.get(&key) {
-                Some(c) => Some(c),
-                // The cache may lag a class created a moment ago.
-                None => match self.storage.get(&key).await? {
-                    Some(s) => Some(Arc::new(decode(&s.value, s.mod_revision)?)),
-                    None => {
-                        return Err(forbidden(format!(
-                            "no PriorityClass with name {wanted} was found"
-                        )))
-                    }
-                },
-            }
-        };
-        let (class_name, priority, policy) = match &class {
-            Some(c) => (
-                c["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                c["value"].as_i64().unwrap_or(0),
-                c["preemptionPolicy"]
-                    .as_str()
-                    .unwrap_or("PreemptLowerPriority")
-                    .to_string(),
-            ),
-            None => (String::new(), 0, "PreemptLowerPriority".to_string()),
-        };
-        let spec = &mut pod["spec"];
-        if let Some(p) = spec.get("priority").and_then(Value::as_i64) {
-            if p != priority {
-                return Err(forbidden(format!("the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name")));
-            }
-        }
-        if let Some(p) = spec.get("preemptionPolicy").and_then(Value::as_str) {
-            if p != policy {
-                return Err(forbidden(format!("the string value of PreemptionPolicy ({p}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name")));
-            }
-        }
-        if !class_name.is_empty() {
-            spec["priorityClassName"] = json!(class_name);
-        }
-        spec["priority"] = json!(priority);
-        spec["preemptionPolicy"] = json!(policy);
-        Ok(())
-    }
-
-    /// DefaultStorageClass admission: a claim that names no class (the field absent, not
-    /// "") gets the default one, the newest if several are marked.
-    async fn admit_storage_class(&self, claim: &mut Value) {
-        if !claim["spec"]["storageClassName"].is_null() {
-            return;
-        }
-        let (info, cache) = self.synced("storage.k8s.io", "storageclasses").await;
-        let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
-        let marked = |c: &Value| {
-            let a = &c["metadata"]["annotations"];
-            a["storageclass.kubernetes.io/is-default-class"] == "true"
-                || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
-        };
-        let newest = all.into_iter().filter(|c| marked(c)).max_by_key(|c| {
-            c["metadata"]["creationTimestamp"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        });
-        if let (Some(class), Some(spec)) = (newest, claim["spec"].as_object_mut()) {
-            spec.insert("storageClassName".into(), class["metadata"]["name"].clone());
-        }
-    }
-
-    /// Only one PriorityClass may be the global default (403 otherwise, as Kubernetes'
-    /// admission answers).
-    async fn admit_default_class(
-        &self,
-        info: &ResourceInfo,
-        obj: &Value,
-        name: &str,
-    ) -> Result<()> {
-        if info.kind != "PriorityClass" || obj["globalDefault"] != json!(true) {
-            return Ok(());
-        }
-        let (pc, cache) = self.priority_classes().await;
-        let (all, _) = cache.list(&pc.storage_prefix(), &Filter::default());
-        match all.iter().find(|c| {
-            c["globalDefault"] == json!(true) && c["metadata"]["name"].as_str() != Some(name)
-        }) {
-            Some(other) => {
-                let mut e = ApiError::forbidden(format!(
-                    "{} \"{name}\" is forbidden: PriorityClass {} is already marked as default. Only one default can exist",
-                    info.qualified_resource(),
-                    other["metadata"]["name"].as_str().unwrap_or("")
-                ));
-                e.name = Some(name.into());
-                e.group = Some(info.group.into());
-                e.kind = Some(info.resource.into());
-                Err(e)
-            }
-            None => Ok(()),
-        }
-    }
-
-    async fn check_namespace(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<()> {
-        let ns_info = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
-        let key = ns_info.storage_key("", ns);
-        let found = match self.cache(ns_info).get(&key) {
-            Some(o) => Some((*o).clone()),
-            // The cache may lag a namespace created a moment ago.
-            None => match self.storage.get(&key).await? {
-                Some(s) => Some(decode(&s.value, s.mod_revision)?),
-                None => None,
-            },
-        };
-        match found {
-            None => Err(ApiError::not_found(ns_info, ns)),
-            Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => {
-                let mut e = ApiError::forbidden(format!(
-                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    info.qualified_resource()
-                ));
-                e.name = Some(name.into());
-                e.group = Some(info.group.into());
-                e.kind = Some(info.resource.into());
-                e.causes = vec![Cause {
-                    reason: "NamespaceTerminating",
-                    field: "metadata.namespace".into(),
-                    message: format!("namespace {ns} is being terminated"),
-                }];
-                Err(e)
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
     /// Checks the body's namespace against the request's and sets it.
     fn place(info: &ResourceInfo, ns: &str, body: &mut Value) -> Result<()> {
         let meta = meta_mut(body);
@@ -647,6 +476,9 @@ impl Store {
         if info.group.is_empty() && info.kind == "PersistentVolumeClaim" {
             self.admit_storage_class(&mut obj).await;
         }
+        if info.namespaced {
+            self.admit_limits(info, ns, &mut obj, &name).await?;
+        }
         let causes = validation::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info, &name, causes));
@@ -654,6 +486,8 @@ impl Store {
         self.admit_default_class(info, &obj, &name).await?;
         if info.namespaced {
             self.check_namespace(info, ns, &name).await?;
+            self.admit_quota(info, ns, &obj, None, &name, dry_run)
+                .await?;
         }
         let mut key = info.storage_key(ns, &name);
         let mut name_tries = 0;
@@ -817,6 +651,14 @@ impl Store {
             }
             if new == old {
                 return Ok(old); // nothing changed: no write, resourceVersion unchanged
+            }
+            // Growth quota limits: more node ports, a claim's resize.
+            if subresource.is_empty()
+                && matches!(info.resource, "services" | "persistentvolumeclaims")
+                && info.group.is_empty()
+            {
+                self.admit_quota(info, ns, &new, Some(&old), name, dry_run)
+                    .await?;
             }
             // The last finalizer gone from an object being deleted: it goes now.
             let finished = !new["metadata"]["deletionTimestamp"].is_null()

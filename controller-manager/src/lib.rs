@@ -3,7 +3,7 @@
 //! Owns: each controller as a module (`replicaset`, `deployment`, `endpoints`,
 //! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`,
 //! `job`, `cronjob` with its `cron` schedules, `daemonset`, `statefulset`, `podgc`,
-//! `persistentvolume` (the binder)) on shared
+//! `persistentvolume` (the binder), `resourcequota`) on shared
 //! informers and work queues (`controller` holds the worker loop and expectations),
 //! leader election on `kube-system/kube-controller-manager`.
 //!
@@ -24,6 +24,7 @@ pub mod persistentvolume;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 
@@ -72,6 +73,11 @@ pub struct Config {
     /// Terminated pods kept before podgc deletes the oldest.
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_resource_quota_syncs: usize,
+    /// How often every quota's usage is counted again, events or not.
+    #[arg(long, default_value = "5m", value_parser = client::flags::parse_duration)]
+    pub resource_quota_sync_period: std::time::Duration,
 }
 
 /// What every controller gets: the client, the shared informers and the event recorder.
@@ -99,6 +105,7 @@ pub const ALL: &[&str] = &[
     "nodelifecycle",
     "podgc",
     "persistentvolume-binder",
+    "resourcequota",
 ];
 
 /// Resolves `--controllers` (`*`, names, `-name`) to the controllers to run.
@@ -262,6 +269,11 @@ async fn run_async(
         "persistentvolume-binder",
         persistentvolume::VolumeBinder::new(&ctx),
         2
+    );
+    controller!(
+        "resourcequota",
+        resourcequota::ResourceQuotaController::new(&ctx, config.resource_quota_sync_period),
+        config.concurrent_resource_quota_syncs
     );
     let refs: Vec<&dyn client::informer::Startable> =
         informers.iter().map(|b| b.as_ref()).collect();

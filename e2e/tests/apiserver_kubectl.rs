@@ -528,6 +528,17 @@ fn storage_networking_autoscaling_and_priority_kinds() {
         err.contains("is invalid") && err.contains("spec.rules[0].http.paths[0].pathType"),
         "{err}"
     );
+    // A missing required field is a 422 naming it, as Kubernetes' validation reports it.
+    let path = write(&run, "no-path-type.yaml", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: kinds}\nspec:\n  rules:\n  - http:\n      paths:\n      - {path: /, backend: {service: {name: web, port: {number: 80}}}}\n");
+    let err = cp
+        .kubectl_err(&["create", "--validate=false", "-f", &path])
+        .unwrap();
+    assert!(
+        err.contains(
+            "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"
+        ),
+        "{err}"
+    );
     let err = cp
         .kubectl_err(&[
             "patch",
@@ -623,4 +634,69 @@ fn storage_networking_autoscaling_and_priority_kinds() {
         ])
         .unwrap();
     assert!(err.contains("must not be provided in pod spec"), "{err}");
+
+    // LimitRanger: a namespace's limit range fills what containers leave out and bounds
+    // what they and claims ask for.
+    apply_file(&cp, &run, "limits.yaml", LIMITS, "apply");
+    cp.kubectl_ok(&["run", "sized", "-n", "limited", "--image=busybox:1.36"])
+        .unwrap();
+    let sized = json(
+        &cp.kubectl_ok(&["get", "pod", "sized", "-n", "limited", "-o", "json"])
+            .unwrap(),
+    );
+    let resources = &sized["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        resources["limits"],
+        serde_json::json!({"cpu": "500m", "memory": "256Mi"})
+    );
+    assert_eq!(
+        resources["requests"],
+        serde_json::json!({"cpu": "100m", "memory": "256Mi"})
+    );
+    assert_eq!(sized["status"]["qosClass"], "Burstable");
+    assert_eq!(
+        sized["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container sized; cpu, memory limit for container sized"
+    );
+    let err = cp
+        .kubectl_err(&[
+            "run",
+            "huge",
+            "-n",
+            "limited",
+            "--image=busybox:1.36",
+            "--overrides",
+            r#"{"spec":{"containers":[{"name":"huge","image":"busybox:1.36","resources":{"limits":{"memory":"2Gi"}}}]}}"#,
+        ])
+        .unwrap();
+    assert!(
+        err.contains("Error from server (Forbidden)")
+            && err.contains("pods \"huge\" is forbidden: maximum memory usage per Container is 1Gi, but limit is 2Gi"),
+        "{err}"
+    );
+    let path = write(&run, "big-claim.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: big, namespace: limited}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 20Gi}}\n");
+    let err = cp.kubectl_err(&["create", "-f", &path]).unwrap();
+    assert!(
+        err.contains(
+            "maximum storage usage per PersistentVolumeClaim is 10Gi, but request is 20Gi"
+        ),
+        "{err}"
+    );
 }
+
+const LIMITS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: limited}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {name: bounds, namespace: limited}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    defaultRequest: {cpu: 100m}
+    max: {memory: 1Gi}
+  - type: PersistentVolumeClaim
+    max: {storage: 10Gi}
+"#;

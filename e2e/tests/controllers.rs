@@ -2,7 +2,8 @@
 //! nodes and a stand-in kubelet (pods become Running and Ready; deleted pods finish):
 //! deployments scaled, rolled (maxSurge/maxUnavailable checked at every step) and
 //! rolled back with kubectl; the three cascading deletes; namespace deletion; default
-//! service accounts; endpoints and slices following readiness; node CIDRs; pod GC.
+//! service accounts; endpoints and slices following readiness; node CIDRs; pod GC;
+//! volume binding; resource quota usage (and what quota admission refuses).
 
 use client::{Api, DeleteParams};
 use e2e::apiserver::ControlPlane;
@@ -14,11 +15,12 @@ use e2e::RunDir;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-    ServiceAccount,
+    ResourceQuota, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -805,4 +807,105 @@ fn claims_bind_to_volumes_which_are_released_or_deleted_after() {
             .then_some(())
     });
     assert_eq!(phase(kube, "pv-small").as_deref(), Some("Available"));
+}
+
+#[test]
+fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
+    // No nodes: the pods stay Pending, which still counts.
+    let e = env("ctl-quota", 0);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("q");
+    // Whatever configmaps the namespace starts with (a kube-root-ca.crt, if a controller
+    // publishes one) count too.
+    let cms: Api<ConfigMap> = Api::namespaced(kube.client.clone(), "q");
+    let configmaps = kube
+        .rt
+        .block_on(cms.list(&Default::default()))
+        .unwrap()
+        .items
+        .len()
+        .to_string();
+    let quotas = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: q}\nspec:\n  hard:\n    pods: \"2\"\n    requests.cpu: \"1\"\n    count/configmaps: \"3\"\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata: {name: best-effort, namespace: q}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [BestEffort]\n";
+    cp.kubectl_ok(&["apply", "-f", &write(&e.run, "quotas.yaml", quotas)])
+        .unwrap();
+    let rqs: Api<ResourceQuota> = Api::namespaced(kube.client.clone(), "q");
+    let strings = |m: Option<&BTreeMap<String, Quantity>>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    };
+    // The quota's status once its hard limits are the spec's: the used amounts as text.
+    let used = |k: &TestClient, name: &str| -> Option<BTreeMap<String, String>> {
+        let rq = k.rt.block_on(rqs.get_opt(name)).unwrap()?;
+        let status = rq.status?;
+        let spec_hard = strings(rq.spec.as_ref()?.hard.as_ref());
+        (strings(status.hard.as_ref()) == spec_hard).then(|| strings(status.used.as_ref()))
+    };
+    let expect = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let wait_used = |name: &str, want: BTreeMap<String, String>| {
+        kube.wait(&format!("quota {name} to show {want:?} used"), |k| {
+            (used(k, name)? == want).then_some(())
+        })
+    };
+    let compute = |pods: &str, cpu: &str| {
+        expect(&[
+            ("pods", pods),
+            ("requests.cpu", cpu),
+            ("count/configmaps", &configmaps),
+        ])
+    };
+    wait_used("compute", compute("0", "0"));
+    wait_used("best-effort", expect(&[("pods", "0")]));
+
+    let pod = |name: &str, cpu: Option<&str>| {
+        let resources = cpu
+            .map(|c| format!("    resources: {{requests: {{cpu: {c}}}}}\n"))
+            .unwrap_or_default();
+        let text = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: q}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n{resources}");
+        write(&e.run, &format!("{name}.yaml"), &text)
+    };
+    cp.kubectl_ok(&["create", "-f", &pod("p1", Some("600m"))])
+        .unwrap();
+    wait_used("compute", compute("1", "600m"));
+    // A pod with requests is not best effort.
+    assert_eq!(used(kube, "best-effort"), Some(expect(&[("pods", "0")])));
+
+    // Admission refuses what would exceed a quota, and a pod not stating what it limits.
+    let refused = |name: &str, cpu: Option<&str>, why: &str| {
+        let err = cp.kubectl_err(&["create", "-f", &pod(name, cpu)]).unwrap();
+        assert!(
+            err.contains("Error from server (Forbidden)")
+                && err.contains(&format!("pods \"{name}\" is forbidden: {why}")),
+            "{err}"
+        );
+    };
+    refused(
+        "p2",
+        Some("600m"),
+        "exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1",
+    );
+    refused(
+        "none",
+        None,
+        "failed quota: compute: must specify requests.cpu for: c",
+    );
+    cp.kubectl_ok(&["create", "-f", &pod("p3", Some("300m"))])
+        .unwrap();
+    wait_used("compute", compute("2", "900m"));
+    refused(
+        "p4",
+        Some("50m"),
+        "exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2",
+    );
+
+    // A pod gone is uncounted.
+    kube.delete("q", "p1");
+    wait_used("compute", compute("1", "300m"));
+    assert_eq!(used(kube, "best-effort"), Some(expect(&[("pods", "0")])));
 }

@@ -31,6 +31,7 @@ pub fn apply(group: &str, kind: &str, v: &mut Value) {
         ("", "Pod") => {
             if let Some(spec) = object_at(v, &["spec"]) {
                 pod_spec(spec);
+                requests_from_limits(spec);
             }
             if let Some(status) = object_at(v, &["status"]) {
                 default(status, "phase", json!("Pending"));
@@ -43,6 +44,12 @@ pub fn apply(group: &str, kind: &str, v: &mut Value) {
         ("", "Service") => {
             if let Some(spec) = object_at(v, &["spec"]) {
                 service_spec(spec);
+            }
+        }
+        ("", "LimitRange") => {
+            let items = v["spec"]["limits"].as_array_mut().into_iter().flatten();
+            for item in items.filter_map(Value::as_object_mut) {
+                limit_range_item(item);
             }
         }
         ("", "Namespace") => {
@@ -322,6 +329,51 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
     }
 }
 
+/// A pod's (not a template's) containers request what they limit unless they say
+/// otherwise.
+fn requests_from_limits(spec: &mut Map<String, Value>) {
+    for list in ["containers", "initContainers"] {
+        let cs = spec.get_mut(list).and_then(Value::as_array_mut);
+        for c in cs.into_iter().flatten() {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                continue;
+            };
+            if let Some(requests) = object_at(c, &["resources", "requests"]) {
+                for (res, q) in limits {
+                    requests.entry(res).or_insert(q);
+                }
+            }
+        }
+    }
+}
+
+/// A container limit range's default limit is its max, and its default request its
+/// default limit, else its min (per resource, where those are given).
+fn limit_range_item(item: &mut Map<String, Value>) {
+    if item.get("type").and_then(Value::as_str) != Some("Container") {
+        return;
+    }
+    let list =
+        |item: &Map<String, Value>, key: &str| item.get(key).and_then(Value::as_object).cloned();
+    let mut defaults = list(item, "default").unwrap_or_default();
+    for (res, q) in list(item, "max").unwrap_or_default() {
+        defaults.entry(res).or_insert(q);
+    }
+    let mut requests = list(item, "defaultRequest").unwrap_or_default();
+    for (res, q) in defaults
+        .iter()
+        .chain(&list(item, "min").unwrap_or_default())
+    {
+        requests.entry(res.clone()).or_insert(q.clone());
+    }
+    if !defaults.is_empty() {
+        item.insert("default".into(), Value::Object(defaults));
+    }
+    if !requests.is_empty() {
+        item.insert("defaultRequest".into(), Value::Object(requests));
+    }
+}
+
 fn container(c: &mut Map<String, Value>) {
     let image = c.get("image").and_then(Value::as_str).unwrap_or("");
     // Kubernetes: Always when the tag is `latest` or absent (and no digest).
@@ -369,7 +421,7 @@ fn service_spec(spec: &mut Map<String, Value>) {
 }
 
 /// Kubernetes' QoS class from the containers' requests and limits.
-fn qos_class(spec: &Value) -> &'static str {
+pub fn qos_class(spec: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
         .iter()
         .filter_map(|l| spec[*l].as_array())

@@ -5,6 +5,7 @@
 //! Must not: touch storage. Everything here is a pure function of the objects.
 
 pub mod defaults;
+pub mod limits;
 pub mod validation;
 
 use crate::error::ApiError;

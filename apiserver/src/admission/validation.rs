@@ -446,7 +446,8 @@ fn kind_rules(info: &ResourceInfo, v: &Value, out: &mut Vec<Cause>) {
                 let paths = rule["http"]["paths"].as_array().into_iter().flatten();
                 for (j, path) in paths.enumerate() {
                     let field = format!("spec.rules[{i}].http.paths[{j}].pathType");
-                    match path["pathType"].as_str() {
+                    // The typed decode makes a missing pathType "".
+                    match path["pathType"].as_str().filter(|t| !t.is_empty()) {
                         None => out.push(Cause::required_msg(field, "pathType must be specified")),
                         Some("Exact" | "Prefix" | "ImplementationSpecific") => {}
                         Some(_) => out.push(Cause::not_supported(

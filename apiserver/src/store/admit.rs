@@ -1,0 +1,424 @@
+//! The admission steps that read other objects (from the watch caches): priority
+//! classes, the default storage class, a namespace being deleted, and resource quotas.
+//! The pure ones (decode, defaults, validation) are in `crate::admission`.
+
+use super::Store;
+use crate::admission::{defaults, limits};
+use crate::cache::{decode, Filter, WatchCache};
+use crate::error::{ApiError, Cause, Result};
+use api::k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use api::ResourceInfo;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+impl Store {
+    /// A registry resource's cache once it holds the resource (what admission reads).
+    async fn synced(
+        &self,
+        group: &str,
+        resource: &str,
+    ) -> (&'static ResourceInfo, &Arc<WatchCache>) {
+        let info = api::registry::by_resource(group, "v1", resource).expect("a registry resource");
+        let cache = self.cache(info);
+        cache.wait_synced().await;
+        (info, cache)
+    }
+
+    /// The priority classes, from the cache once it holds them.
+    async fn priority_classes(&self) -> (&'static ResourceInfo, &Arc<WatchCache>) {
+        self.synced("scheduling.k8s.io", "priorityclasses").await
+    }
+
+    /// Priority admission, as Kubernetes' `Priority` plugin: the pod's
+    /// `priorityClassName` (or, without one, the global default class with the lowest
+    /// value) sets `priority` and `preemptionPolicy` (no class: 0 and
+    /// PreemptLowerPriority). A class that does not exist, or a priority or policy the pod
+    /// brings that differs from the computed one, is a 403.
+    pub(super) async fn admit_priority(&self, pod: &mut Value, name: &str) -> Result<()> {
+        let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
+        let forbidden = |why: String| ApiError::denied(pods, name, why);
+        let (info, cache) = self.priority_classes().await;
+        let wanted = pod["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let class = if wanted.is_empty() {
+            let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
+            all.into_iter()
+                .filter(|c| c["globalDefault"] == json!(true))
+                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+        } else {
+            let key = info.storage_key("", &wanted);
+            match cache.get(&key) {
+                Some(c) => Some(c),
+                // The cache may lag a class created a moment ago.
+                None => match self.storage.get(&key).await? {
+                    Some(s) => Some(Arc::new(decode(&s.value, s.mod_revision)?)),
+                    None => {
+                        return Err(forbidden(format!(
+                            "no PriorityClass with name {wanted} was found"
+                        )))
+                    }
+                },
+            }
+        };
+        let (class_name, priority, policy) = match &class {
+            Some(c) => (
+                c["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                c["value"].as_i64().unwrap_or(0),
+                c["preemptionPolicy"]
+                    .as_str()
+                    .unwrap_or("PreemptLowerPriority")
+                    .to_string(),
+            ),
+            None => (String::new(), 0, "PreemptLowerPriority".to_string()),
+        };
+        let spec = &mut pod["spec"];
+        if let Some(p) = spec.get("priority").and_then(Value::as_i64) {
+            if p != priority {
+                return Err(forbidden(format!("the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name")));
+            }
+        }
+        if let Some(p) = spec.get("preemptionPolicy").and_then(Value::as_str) {
+            if p != policy {
+                return Err(forbidden(format!("the string value of PreemptionPolicy ({p}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name")));
+            }
+        }
+        if !class_name.is_empty() {
+            spec["priorityClassName"] = json!(class_name);
+        }
+        spec["priority"] = json!(priority);
+        spec["preemptionPolicy"] = json!(policy);
+        Ok(())
+    }
+
+    /// DefaultStorageClass admission: a claim that names no class (the field absent, not
+    /// "") gets the default one, the newest if several are marked.
+    pub(super) async fn admit_storage_class(&self, claim: &mut Value) {
+        if !claim["spec"]["storageClassName"].is_null() {
+            return;
+        }
+        let (info, cache) = self.synced("storage.k8s.io", "storageclasses").await;
+        let (all, _) = cache.list(&info.storage_prefix(), &Filter::default());
+        let marked = |c: &Value| {
+            let a = &c["metadata"]["annotations"];
+            a["storageclass.kubernetes.io/is-default-class"] == "true"
+                || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+        };
+        let newest = all.into_iter().filter(|c| marked(c)).max_by_key(|c| {
+            c["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        });
+        if let (Some(class), Some(spec)) = (newest, claim["spec"].as_object_mut()) {
+            spec.insert("storageClassName".into(), class["metadata"]["name"].clone());
+        }
+    }
+
+    /// Only one PriorityClass may be the global default (403 otherwise, as Kubernetes'
+    /// admission answers).
+    pub(super) async fn admit_default_class(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        name: &str,
+    ) -> Result<()> {
+        if info.kind != "PriorityClass" || obj["globalDefault"] != json!(true) {
+            return Ok(());
+        }
+        let (pc, cache) = self.priority_classes().await;
+        let (all, _) = cache.list(&pc.storage_prefix(), &Filter::default());
+        match all.iter().find(|c| {
+            c["globalDefault"] == json!(true) && c["metadata"]["name"].as_str() != Some(name)
+        }) {
+            Some(other) => Err(ApiError::denied(
+                info,
+                name,
+                format!(
+                    "PriorityClass {} is already marked as default. Only one default can exist",
+                    other["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// 404 when the namespace does not exist, 403 when it is being deleted.
+    pub(super) async fn check_namespace(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> Result<()> {
+        let ns_info = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
+        let key = ns_info.storage_key("", ns);
+        let found = match self.cache(ns_info).get(&key) {
+            Some(o) => Some((*o).clone()),
+            // The cache may lag a namespace created a moment ago.
+            None => match self.storage.get(&key).await? {
+                Some(s) => Some(decode(&s.value, s.mod_revision)?),
+                None => None,
+            },
+        };
+        match found {
+            None => Err(ApiError::not_found(ns_info, ns)),
+            Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => {
+                let mut e = ApiError::denied(
+                    info,
+                    name,
+                    format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+                );
+                e.causes = vec![Cause {
+                    reason: "NamespaceTerminating",
+                    field: "metadata.namespace".into(),
+                    message: format!("namespace {ns} is being terminated"),
+                }];
+                Err(e)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// LimitRanger admission (see `admission::limits`) for pods and claims.
+    pub(super) async fn admit_limits(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        obj: &mut Value,
+        name: &str,
+    ) -> Result<()> {
+        let pod = match (info.group, info.resource) {
+            ("", "pods") => true,
+            ("", "persistentvolumeclaims") => false,
+            _ => return Ok(()),
+        };
+        let (ranges, cache) = self.synced("", "limitranges").await;
+        let (ranges, _) = cache.list(&ranges.storage_key(ns, ""), &Filter::default());
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let refused = if pod {
+            limits::default_pod(&ranges, obj);
+            obj["status"]["qosClass"] = json!(defaults::qos_class(&obj["spec"]));
+            limits::validate_pod(&ranges, obj)
+        } else {
+            limits::validate_claim(&ranges, obj)
+        };
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::denied(info, name, limits::joined(&refused)))
+        }
+    }
+
+    /// ResourceQuota admission, as Kubernetes' plugin: every quota of the namespace whose
+    /// scopes cover the new object (or the growth of an updated one, `old` being what it
+    /// was) and which limits something the object uses must have
+    /// its usage known (the `resourcequota` controller fills `status.used`), must still
+    /// have room for it, and, for pods, sees every container state the compute resources
+    /// it limits. The usage is charged to each such quota (compare-and-swap on its
+    /// status) before the object is stored; a create that then fails leaves the charge
+    /// until the controller's next count, as in Kubernetes. A dry run only checks.
+    pub(super) async fn admit_quota(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        obj: &Value,
+        old: Option<&Value>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<()> {
+        if !info.namespaced {
+            return Ok(());
+        }
+        let (quotas, cache) = self.synced("", "resourcequotas").await;
+        let (listed, _) = cache.list(&quotas.storage_key(ns, ""), &Filter::default());
+        if listed.is_empty() {
+            return Ok(());
+        }
+        let now = jiff::Timestamp::now();
+        let mut delta = api::quota::usage(info, obj, now);
+        if let Some(old) = old {
+            let before = api::quota::usage(info, old, now);
+            delta.retain(|k, v| {
+                *v -= before.get(k).copied().unwrap_or(0);
+                *v > 0
+            });
+            if delta.is_empty() {
+                return Ok(());
+            }
+        }
+        let pod: Option<Pod> = if old.is_none() && (info.group, info.resource) == ("", "pods") {
+            serde_json::from_value(obj.clone()).ok()
+        } else {
+            None
+        };
+        // Check every quota first, so a refusal charges none.
+        let mut charges = Vec::new();
+        for quota in &listed {
+            if let Some(charge) = charge(info, name, quota, obj, &delta, pod.as_ref())? {
+                charges.push((quota.clone(), charge));
+            }
+        }
+        if dry_run {
+            return Ok(());
+        }
+        for (mut quota, mut charged) in charges {
+            let key = quotas.storage_key(ns, quota["metadata"]["name"].as_str().unwrap_or(""));
+            for attempt in 0.. {
+                let rev: i64 = quota["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                let mut updated = (*quota).clone();
+                if let Some(meta) = updated["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                }
+                updated["status"]["used"] = json!(api::quota::to_list(&charged));
+                match self
+                    .storage
+                    .update(&key, rev, super::encode(&updated)?, &Default::default())
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(crate::storage::WriteError::Api(e)) => return Err(e),
+                    Err(crate::storage::WriteError::Conflict { .. }) if attempt < 16 => {
+                        // Another write charged or recounted it: check again on what it is now.
+                        let Some(stored) = self.storage.get(&key).await? else {
+                            break; // the quota went: nothing to charge
+                        };
+                        quota = Arc::new(decode(&stored.value, stored.mod_revision)?);
+                        match charge(info, name, &quota, obj, &delta, pod.as_ref())? {
+                            Some(c) => charged = c,
+                            None => break,
+                        }
+                    }
+                    Err(crate::storage::WriteError::Conflict { .. }) => {
+                        return Err(ApiError::conflict(
+                            quotas,
+                            quota["metadata"]["name"].as_str().unwrap_or(""),
+                            "too many concurrent changes to the quota, please retry",
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one quota makes of an object using `delta`: None when it does not cover it or
+/// limits nothing it uses, its new `used` when the object fits, a 403 otherwise.
+fn charge(
+    info: &ResourceInfo,
+    name: &str,
+    quota: &Value,
+    obj: &Value,
+    delta: &api::quota::Usage,
+    pod: Option<&Pod>,
+) -> Result<Option<api::quota::Usage>> {
+    let Ok(q) = serde_json::from_value::<ResourceQuota>(quota.clone()) else {
+        return Ok(None);
+    };
+    let spec = q.spec.unwrap_or_default();
+    if !api::quota::covers(&spec, info, obj) {
+        return Ok(None);
+    }
+    let status = q.status.unwrap_or_default();
+    let hard = api::quota::amounts(status.hard.as_ref());
+    let quota_name = q.metadata.name.unwrap_or_default();
+    if let Some(missing) = pod.and_then(|p| api::quota::must_specify(&hard, p)) {
+        return Err(ApiError::denied(
+            info,
+            name,
+            format!("failed quota: {quota_name}: must specify {missing}"),
+        ));
+    }
+    let limited: api::quota::Usage = delta
+        .iter()
+        .filter(|(k, _)| hard.contains_key(*k))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    if limited.is_empty() {
+        return Ok(None);
+    }
+    let used = api::quota::amounts(status.used.as_ref());
+    if let Some(unknown) = limited.keys().find(|k| !used.contains_key(*k)) {
+        return Err(ApiError::denied(
+            info,
+            name,
+            format!("status unknown for quota: {quota_name}, resource: {unknown}"),
+        ));
+    }
+    if let Some(over) = api::quota::exceeded(&hard, &used, &limited) {
+        return Err(ApiError::denied(
+            info,
+            name,
+            format!("exceeded quota: {quota_name}, {over}"),
+        ));
+    }
+    let mut total = used;
+    for (k, v) in limited {
+        *total.entry(k).or_default() += v;
+    }
+    Ok(Some(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static ResourceInfo {
+        api::registry::by_resource("", "v1", "pods").unwrap()
+    }
+
+    fn quota(hard: Value, used: Value) -> Value {
+        json!({"metadata": {"name": "compute"}, "spec": {"hard": hard},
+            "status": {"hard": hard, "used": used}})
+    }
+
+    fn pod(cpu: Option<&str>) -> (Value, Pod) {
+        let resources = cpu.map_or(json!({}), |c| json!({"requests": {"cpu": c}}));
+        let v = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "web", "resources": resources}]}});
+        (v.clone(), serde_json::from_value(v).unwrap())
+    }
+
+    fn try_charge(quota: &Value, cpu: Option<&str>) -> Result<Option<api::quota::Usage>> {
+        let (v, p) = pod(cpu);
+        let delta = api::quota::usage(pods(), &v, jiff::Timestamp::now());
+        charge(pods(), "p", quota, &v, &delta, Some(&p))
+    }
+
+    #[test]
+    fn a_quota_charges_what_fits_and_refuses_the_rest_as_kubernetes_words_it() {
+        let q = quota(
+            json!({"pods": "2", "requests.cpu": "1"}),
+            json!({"pods": "1", "requests.cpu": "600m"}),
+        );
+        let used = try_charge(&q, Some("300m")).unwrap().unwrap();
+        assert_eq!(
+            api::quota::to_list(&used)["requests.cpu"].0,
+            "900m".to_string()
+        );
+        assert_eq!(used["pods"], 2000);
+        let e = try_charge(&q, Some("600m")).unwrap_err();
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert_eq!(e.message, "pods \"p\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1");
+        let e = try_charge(&q, None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "pods \"p\" is forbidden: failed quota: compute: must specify requests.cpu for: web"
+        );
+        let unsynced = quota(json!({"pods": "2"}), json!({}));
+        let e = try_charge(&unsynced, Some("1")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "pods \"p\" is forbidden: status unknown for quota: compute, resource: pods"
+        );
+        let other = quota(json!({"services": "1"}), json!({"services": "0"}));
+        assert!(try_charge(&other, Some("1")).unwrap().is_none());
+    }
+}

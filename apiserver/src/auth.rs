@@ -139,37 +139,124 @@ pub struct Attributes<'a> {
     pub name: &'a str,
 }
 
+/// What one authorizer makes of a request. In a chain the first `Allow` or `Deny`
+/// decides; if every one has no opinion, the request is forbidden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(String),
+    NoOpinion,
+}
+
 pub trait Authorizer: Send + Sync {
-    /// Ok, or the reason it is forbidden.
-    fn authorize(&self, attrs: &Attributes<'_>) -> Result<(), String>;
+    fn decide(&self, attrs: &Attributes<'_>) -> Decision;
+
+    /// Ok, or the reason it is forbidden ("" when no authorizer gave one, as with RBAC).
+    fn authorize(&self, attrs: &Attributes<'_>) -> Result<(), String> {
+        match self.decide(attrs) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(why) => Err(why),
+            Decision::NoOpinion => Err(String::new()),
+        }
+    }
 }
 
 pub struct AlwaysAllow;
 
 impl Authorizer for AlwaysAllow {
-    fn authorize(&self, _: &Attributes<'_>) -> Result<(), String> {
-        Ok(())
+    fn decide(&self, _: &Attributes<'_>) -> Decision {
+        Decision::Allow
     }
 }
 
 pub struct AlwaysDeny;
 
 impl Authorizer for AlwaysDeny {
-    fn authorize(&self, _: &Attributes<'_>) -> Result<(), String> {
-        Err("the server denies every request (--authorization-mode=AlwaysDeny)".into())
+    fn decide(&self, _: &Attributes<'_>) -> Decision {
+        Decision::Deny("Everything is forbidden.".into())
     }
 }
 
-/// `--authorization-mode`: a comma-separated list tried in order, as in kube-apiserver.
-pub fn authorizer(mode: &str) -> anyhow::Result<Box<dyn Authorizer>> {
-    let modes: Vec<&str> = mode.split(',').map(str::trim).collect();
-    match modes.as_slice() {
-        ["AlwaysAllow"] => Ok(Box::new(AlwaysAllow)),
-        ["AlwaysDeny"] => Ok(Box::new(AlwaysDeny)),
-        _ => anyhow::bail!(
-            "--authorization-mode {mode:?}: supported modes are AlwaysAllow and AlwaysDeny (RBAC is not built yet)"
-        ),
+/// The modes of `--authorization-mode`, tried in order.
+pub struct Chain(Vec<Box<dyn Authorizer>>);
+
+impl Authorizer for Chain {
+    fn decide(&self, attrs: &Attributes<'_>) -> Decision {
+        for a in &self.0 {
+            match a.decide(attrs) {
+                Decision::NoOpinion => continue,
+                decided => return decided,
+            }
+        }
+        Decision::NoOpinion
     }
+}
+
+/// One `--authorization-mode` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    AlwaysAllow,
+    AlwaysDeny,
+    Rbac,
+}
+
+/// `--authorization-mode`: a comma-separated list, as in kube-apiserver.
+pub fn parse_modes(mode: &str) -> anyhow::Result<Vec<Mode>> {
+    mode.split(',')
+        .map(str::trim)
+        .map(|m| match m {
+            "AlwaysAllow" => Ok(Mode::AlwaysAllow),
+            "AlwaysDeny" => Ok(Mode::AlwaysDeny),
+            "RBAC" => Ok(Mode::Rbac),
+            other => anyhow::bail!(
+                "--authorization-mode {mode:?}: unknown mode {other:?} (supported: AlwaysAllow, AlwaysDeny, RBAC)"
+            ),
+        })
+        .collect()
+}
+
+/// The authorizer of `modes`; `rbac` builds the RBAC one (it reads the store's caches).
+pub fn chain(modes: &[Mode], rbac: impl Fn() -> Box<dyn Authorizer>) -> Chain {
+    Chain(
+        modes
+            .iter()
+            .map(|m| match m {
+                Mode::AlwaysAllow => Box::new(AlwaysAllow) as Box<dyn Authorizer>,
+                Mode::AlwaysDeny => Box::new(AlwaysDeny),
+                Mode::Rbac => rbac(),
+            })
+            .collect(),
+    )
+}
+
+/// Kubernetes' text for a refused request: `pods "web" is forbidden: User "alice" cannot
+/// get resource "pods" in API group "" in the namespace "default"`, then the reason if an
+/// authorizer gave one.
+pub fn forbidden_message(attrs: &Attributes<'_>, qualified_resource: &str, why: &str) -> String {
+    let object = if attrs.name.is_empty() {
+        qualified_resource.to_string()
+    } else {
+        format!("{qualified_resource} \"{}\"", attrs.name)
+    };
+    let resource = if attrs.subresource.is_empty() {
+        attrs.resource.to_string()
+    } else {
+        format!("{}/{}", attrs.resource, attrs.subresource)
+    };
+    let scope = if attrs.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", attrs.namespace)
+    };
+    let mut m = format!(
+        "{object} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        attrs.user.name, attrs.verb, attrs.group
+    );
+    if !why.is_empty() {
+        m.push_str(": ");
+        m.push_str(why);
+    }
+    m
 }
 
 #[cfg(test)]
@@ -189,9 +276,36 @@ mod tests {
     }
 
     #[test]
-    fn authorization_modes() {
-        assert!(authorizer("AlwaysAllow").is_ok());
-        let e = authorizer("RBAC").err().unwrap().to_string();
-        assert!(e.contains("--authorization-mode"), "{e}");
+    fn authorization_modes_chain_in_order() {
+        let modes = parse_modes("AlwaysDeny, AlwaysAllow").unwrap();
+        assert_eq!(modes, vec![Mode::AlwaysDeny, Mode::AlwaysAllow]);
+        let e = parse_modes("RBAC,Webhook").err().unwrap().to_string();
+        assert!(
+            e.contains("--authorization-mode") && e.contains("Webhook"),
+            "{e}"
+        );
+        let user = User {
+            name: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+        };
+        let attrs = Attributes {
+            user: &user,
+            verb: "get",
+            group: "",
+            resource: "pods",
+            subresource: "log",
+            namespace: "default",
+            name: "web",
+        };
+        let deny = chain(&modes, || Box::new(AlwaysAllow));
+        let why = deny.authorize(&attrs).unwrap_err();
+        assert_eq!(
+            forbidden_message(&attrs, "pods", &why),
+            "pods \"web\" is forbidden: User \"alice\" cannot get resource \"pods/log\" in API group \"\" in the namespace \"default\": Everything is forbidden."
+        );
+        assert!(chain(&[Mode::AlwaysAllow], || Box::new(AlwaysDeny))
+            .authorize(&attrs)
+            .is_ok());
     }
 }

@@ -27,14 +27,48 @@ pub fn wants_aggregated(accept: &str) -> Option<&'static str> {
         })
 }
 
-/// `authentication.k8s.io/v1 selfsubjectreviews` (`kubectl auth whoami`): served by the
-/// REST layer from the request's own identity, never stored, so not in the registry.
-pub const REVIEW: (&str, &str, &str, &str) = (
-    "authentication.k8s.io",
-    "v1",
-    "selfsubjectreviews",
-    "SelfSubjectReview",
-);
+/// A review kind: created to ask a question about the request's own identity, answered
+/// by the REST layer from it, never stored (so not in the registry).
+pub struct Review {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub resource: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+}
+
+/// `kubectl auth whoami` asks a SelfSubjectReview; `kubectl auth can-i` a
+/// SelfSubjectAccessReview.
+pub const REVIEWS: [Review; 2] = [
+    Review {
+        group: "authentication.k8s.io",
+        version: "v1",
+        resource: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+    },
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        resource: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+    },
+];
+
+impl Review {
+    /// The review `/apis/<group>/<version>/<resource>` names.
+    pub fn at(segs: &[&str]) -> Option<&'static Review> {
+        REVIEWS
+            .iter()
+            .find(|r| segs == ["apis", r.group, r.version, r.resource])
+    }
+
+    fn answer(&self, status: Value) -> Value {
+        json!({"kind": self.kind, "apiVersion": format!("{}/{}", self.group, self.version),
+            "metadata": {"creationTimestamp": null}, "status": status})
+    }
+}
 
 /// The answer to a SelfSubjectReview: who the request was authenticated as.
 pub fn self_subject_review(user: &crate::auth::User) -> Value {
@@ -42,8 +76,46 @@ pub fn self_subject_review(user: &crate::auth::User) -> Value {
     if !user.uid.is_empty() {
         info["uid"] = json!(user.uid);
     }
-    json!({"kind": REVIEW.3, "apiVersion": format!("{}/{}", REVIEW.0, REVIEW.1),
-        "metadata": {"creationTimestamp": null}, "status": {"userInfo": info}})
+    REVIEWS[0].answer(json!({"userInfo": info}))
+}
+
+/// The answer to a SelfSubjectAccessReview: whether the request's own user may do what
+/// its `spec.resourceAttributes` describe (a non-resource question is allowed: those
+/// paths are not authorized here).
+pub fn self_subject_access_review(
+    user: &crate::auth::User,
+    body: &Value,
+    authorizer: &dyn crate::auth::Authorizer,
+) -> Value {
+    let spec = &body["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut review = REVIEWS[1].answer(json!({"allowed": true}));
+    review["spec"] = spec.clone();
+    let r = &spec["resourceAttributes"];
+    if r.is_object() {
+        let (verb, group, resource) = (text(&r["verb"]), text(&r["group"]), text(&r["resource"]));
+        let (subresource, namespace, name) = (
+            text(&r["subresource"]),
+            text(&r["namespace"]),
+            text(&r["name"]),
+        );
+        let attrs = crate::auth::Attributes {
+            user,
+            verb: &verb,
+            group: &group,
+            resource: &resource,
+            subresource: &subresource,
+            namespace: &namespace,
+            name: &name,
+        };
+        if let Err(why) = authorizer.authorize(&attrs) {
+            review["status"] = json!({"allowed": false});
+            if !why.is_empty() {
+                review["status"]["reason"] = json!(why);
+            }
+        }
+    }
+    review
 }
 
 pub fn version() -> Value {
@@ -113,10 +185,10 @@ pub fn aggregated(core: bool, version: &str) -> Value {
         .collect();
     let mut items = items;
     if !core {
-        items.push(json!({"metadata": {"name": REVIEW.0, "creationTimestamp": null}, "versions": [{"version": REVIEW.1,
-            "resources": [{"resource": REVIEW.2, "responseKind": kind_ref(REVIEW.0, REVIEW.1, REVIEW.3),
-                "scope": "Cluster", "singularResource": "selfsubjectreview", "verbs": ["create"]}],
-            "freshness": "Current"}]}));
+        items.extend(REVIEWS.iter().map(|r| json!({"metadata": {"name": r.group, "creationTimestamp": null}, "versions": [{"version": r.version,
+            "resources": [{"resource": r.resource, "responseKind": kind_ref(r.group, r.version, r.kind),
+                "scope": "Cluster", "singularResource": r.singular, "verbs": ["create"]}],
+            "freshness": "Current"}]})));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
 }
@@ -139,7 +211,7 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| api_group(g, &vs))
-        .chain([api_group(REVIEW.0, &[REVIEW.1])])
+        .chain(REVIEWS.iter().map(|r| api_group(r.group, &[r.version])))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -148,7 +220,7 @@ pub fn api_group_list() -> Value {
 pub fn group(name: &str) -> Option<Value> {
     registry::groups()
         .into_iter()
-        .chain([(REVIEW.0, vec![REVIEW.1])])
+        .chain(REVIEWS.iter().map(|r| (r.group, vec![r.version])))
         .find(|(g, _)| *g == name && !g.is_empty())
         .map(|(g, vs)| {
             let mut v = api_group(g, &vs);
@@ -161,11 +233,12 @@ pub fn group(name: &str) -> Option<Value> {
 /// `/api/v1` or `/apis/G/V` as an `APIResourceList`, subresources included.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    if (group, version) == (REVIEW.0, REVIEW.1) {
-        resources.push(
-            json!({"name": REVIEW.2, "singularName": "selfsubjectreview", "namespaced": false,
-            "kind": REVIEW.3, "verbs": ["create"]}),
-        );
+    for r in REVIEWS
+        .iter()
+        .filter(|r| (r.group, r.version) == (group, version))
+    {
+        resources.push(json!({"name": r.resource, "singularName": r.singular,
+            "namespaced": false, "kind": r.kind, "verbs": ["create"]}));
     }
     for r in RESOURCES
         .iter()

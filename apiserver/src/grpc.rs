@@ -120,10 +120,10 @@ impl Grpc {
             name: &r.name,
         };
         self.server.authorizer.authorize(&attrs).map_err(|why| {
-            ApiError::forbidden(format!(
-                "User \"{}\" cannot {verb} {}: {why}",
-                user.name,
-                info.qualified_resource()
+            ApiError::forbidden(crate::auth::forbidden_message(
+                &attrs,
+                &info.qualified_resource(),
+                &why,
             ))
             .to_grpc()
         })

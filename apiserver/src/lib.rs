@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod rest;
 pub mod server;
 pub mod storage;

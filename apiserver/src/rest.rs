@@ -344,22 +344,38 @@ async fn route(
             respond(200, &ct, serde_json::to_vec(&doc).unwrap_or_default()),
         );
     }
-    if segs
-        == [
-            "apis",
-            discovery::REVIEW.0,
-            discovery::REVIEW.1,
-            discovery::REVIEW.2,
-        ]
-    {
-        let resp = if req.method() == Method::POST {
+    if let Some(review) = discovery::Review::at(&segs) {
+        let resp = if req.method() != Method::POST {
+            error_response(&ApiError::method_not_allowed(format!(
+                "{} only accept create",
+                review.resource
+            )))
+        } else if review.kind == "SelfSubjectReview" {
             json_response(201, &discovery::self_subject_review(&user))
         } else {
-            error_response(&ApiError::method_not_allowed(
-                "selfsubjectreviews only accept create",
-            ))
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = match read_body(req.into_body()).await {
+                Ok(bytes) => decode_body(&content_type, &bytes),
+                Err(e) => Err(e),
+            };
+            match body {
+                Ok(body) => json_response(
+                    201,
+                    &discovery::self_subject_access_review(
+                        &user,
+                        &body,
+                        server.authorizer.as_ref(),
+                    ),
+                ),
+                Err(e) => error_response(&e),
+            }
         };
-        return ("create".into(), discovery::REVIEW.2.into(), resp);
+        return ("create".into(), review.resource.into(), resp);
     }
     let Some(target) = parse_target(&segs) else {
         return (
@@ -397,13 +413,10 @@ async fn route(
         name: target.name.as_deref().unwrap_or(""),
     };
     if let Err(why) = server.authorizer.authorize(&attrs) {
-        let e = ApiError::forbidden(format!(
-            "{} \"{}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\": {why}",
-            target.info.qualified_resource(),
-            attrs.name,
-            user.name,
-            target.info.resource,
-            target.info.group
+        let e = ApiError::forbidden(crate::auth::forbidden_message(
+            &attrs,
+            &target.info.qualified_resource(),
+            &why,
         ));
         return (verb.into(), resource, error_response(&e));
     }

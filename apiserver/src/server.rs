@@ -61,7 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config.service_cluster_ip_range,
         &config.service_node_port_range,
     )?;
-    let authorizer = auth::authorizer(&config.authorization_mode)?;
+    let modes = auth::parse_modes(&config.authorization_mode)?;
     let tokens = match &config.token_auth_file {
         Some(p) => TokenFile::load(p)?,
         None => TokenFile::default(),
@@ -89,6 +89,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .await?;
     let store = Arc::new(Store::new(storage, ranges));
+    let authorizer = Box::new(auth::chain(&modes, || {
+        Box::new(crate::rbac::Rbac::new(store.clone()))
+    }));
     let mut tasks = store.start_caches();
     let advertise_ip = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()

@@ -1152,6 +1152,11 @@ impl Store {
                 "description": "A system priority class: for pods the cluster cannot do without."});
             ignore_exists(self.create(pc, "", body, &WriteOptions::default()).await)?;
         }
+        for (resource, body) in crate::rbac::defaults() {
+            let info = api::registry::by_resource("rbac.authorization.k8s.io", "v1", resource)
+                .expect("an rbac resource");
+            ignore_exists(self.create(info, "", body, &WriteOptions::default()).await)?;
+        }
         let svc = api::registry::by_resource("", "v1", "services").expect("services");
         let body = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},

@@ -108,6 +108,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// A 1-member store of `flavor` and one apiserver, ready to serve.
     pub fn start(run: &RunDir, flavor: Flavor) -> Result<Self> {
+        Self::start_with(run, flavor, &[])
+    }
+
+    /// As `start`, with more apiserver flags (`--authorization-mode=RBAC`).
+    pub fn start_with(run: &RunDir, flavor: Flavor, apiserver_args: &[String]) -> Result<Self> {
         let pki = Pki::create(&run.path().join("pki"))?;
         let kv_certs = pki.serving("kvstore", "kvstore", &[])?;
         let ca = pki.ca().cert.clone();
@@ -148,7 +153,7 @@ impl ControlPlane {
                 ca: &ca,
                 token_file: Some(&token_file),
                 detached: false,
-                extra_args: &[],
+                extra_args: apiserver_args,
             },
         )?;
         wait_ready(&mut apiserver, &kubeconfig, Duration::from_secs(60))?;

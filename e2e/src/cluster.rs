@@ -242,7 +242,8 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
                 ca: &pki.ca().cert,
                 token_file: None,
                 detached: opts.background,
-                extra_args: &[],
+                // As kubeadm's clusters: the components act under their own roles.
+                extra_args: &["--authorization-mode=RBAC".to_string()],
             },
         )?;
         running.apiservers.push(process);

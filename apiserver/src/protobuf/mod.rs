@@ -407,10 +407,20 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             (_, w) => r.skip(w)?,
         }
     }
-    let info = api::registry::by_api_version_kind(&api_version, &kind)
-        .ok_or_else(|| format!("no kind {kind:?} in {api_version:?}"))?;
-    let ty =
-        crate::openapi::kind_schema_name(info).ok_or_else(|| format!("no schema for {kind}"))?;
+    let ty = match api::registry::by_api_version_kind(&api_version, &kind) {
+        Some(info) => {
+            crate::openapi::kind_schema_name(info).ok_or_else(|| format!("no schema for {kind}"))?
+        }
+        // The review kinds are not stored, so not in the registry.
+        None => crate::discovery::REVIEWS
+            .iter()
+            .find(|r| r.kind == kind && format!("{}/{}", r.group, r.version) == api_version)
+            .map(|r| {
+                let group = r.group.trim_end_matches(".k8s.io");
+                format!("io.k8s.api.{group}.{}.{kind}", r.version)
+            })
+            .ok_or_else(|| format!("no kind {kind:?} in {api_version:?}"))?,
+    };
     let mut obj = decode_message(raw, &ty, 0)?;
     if let Value::Object(m) = &mut obj {
         m.insert("apiVersion".into(), json!(api_version));

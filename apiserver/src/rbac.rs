@@ -1,0 +1,499 @@
+//! The RBAC authorizer (`--authorization-mode=RBAC`) and the default roles every
+//! apiserver writes at startup.
+//!
+//! A request is allowed when a ClusterRoleBinding, or a RoleBinding of the request's
+//! namespace, names the user (as a User, one of its Groups, or the ServiceAccount it is)
+//! and binds a role with a rule matching the verb, API group, resource (with its
+//! subresource: `pods` does not cover `pods/log`, `*/scale` covers every scale) and,
+//! where the rule lists them, the object's name. Users of `system:masters` are allowed
+//! everything, as Kubernetes' privileged-group authorizer does. Roles and bindings are
+//! read from the watch caches on every request, so a new binding counts at once.
+//! A ClusterRole with an `aggregationRule` also carries the rules of the cluster roles
+//! its selectors match (read when authorizing; Kubernetes' aggregation controller writes
+//! them into the role instead).
+
+use crate::auth::{Attributes, Authorizer, Decision};
+use crate::cache::Filter;
+use crate::store::Store;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct Rbac {
+    store: Arc<Store>,
+}
+
+const GROUP: &str = "rbac.authorization.k8s.io";
+
+impl Rbac {
+    pub fn new(store: Arc<Store>) -> Self {
+        Rbac { store }
+    }
+
+    fn objects(&self, resource: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        let info = api::registry::by_resource(GROUP, "v1", resource).expect("an rbac resource");
+        let prefix = match namespace {
+            Some(ns) => info.storage_key(ns, ""),
+            None => info.storage_prefix(),
+        };
+        self.store.cache(info).list(&prefix, &Filter::default()).0
+    }
+
+    /// The rules of the role a binding refers to (a binding's own namespace for a Role).
+    fn rules_of(&self, binding: &Value) -> Vec<Value> {
+        let role = &binding["roleRef"];
+        let name = role["name"].as_str().unwrap_or("");
+        match role["kind"].as_str() {
+            Some("ClusterRole") => self.cluster_role_rules(name),
+            Some("Role") => {
+                let ns = binding["metadata"]["namespace"].as_str().unwrap_or("");
+                let info = api::registry::by_resource(GROUP, "v1", "roles").expect("roles");
+                let role = self.store.cache(info).get(&info.storage_key(ns, name));
+                role.map(|r| rules(&r)).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn cluster_role_rules(&self, name: &str) -> Vec<Value> {
+        let info = api::registry::by_resource(GROUP, "v1", "clusterroles").expect("clusterroles");
+        let Some(role) = self.store.cache(info).get(&info.storage_key("", name)) else {
+            return Vec::new();
+        };
+        let mut out = rules(&role);
+        let selectors = role["aggregationRule"]["clusterRoleSelectors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !selectors.is_empty() {
+            for other in self.objects("clusterroles", None) {
+                if other["metadata"]["name"] == role["metadata"]["name"] {
+                    continue;
+                }
+                let labels = &other["metadata"]["labels"];
+                let label = |k: &str| labels[k].as_str();
+                let picked = selectors.iter().any(|s| {
+                    serde_json::from_value(s.clone())
+                        .ok()
+                        .and_then(|sel| api::LabelSelector::from_label_selector(Some(&sel)).ok())
+                        .is_some_and(|sel| sel.matches_by(&label))
+                });
+                if picked {
+                    out.extend(rules(&other));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn rules(role: &Value) -> Vec<Value> {
+    role["rules"].as_array().cloned().unwrap_or_default()
+}
+
+fn listed(list: &Value, item: &str) -> bool {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v == "*" || v == item)
+}
+
+/// Whether a binding names this user.
+fn names(binding: &Value, attrs: &Attributes<'_>) -> bool {
+    let binding_ns = binding["metadata"]["namespace"].as_str().unwrap_or("");
+    binding["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| {
+            let name = s["name"].as_str().unwrap_or("");
+            match s["kind"].as_str() {
+                Some("User") => name == attrs.user.name,
+                Some("Group") => attrs.user.groups.iter().any(|g| g == name),
+                Some("ServiceAccount") => {
+                    let ns = s["namespace"]
+                        .as_str()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(binding_ns);
+                    attrs.user.name == format!("system:serviceaccount:{ns}:{name}")
+                }
+                _ => false,
+            }
+        })
+}
+
+/// Whether one rule allows the request.
+pub fn allows(rule: &Value, attrs: &Attributes<'_>) -> bool {
+    if !listed(&rule["verbs"], attrs.verb) || !listed(&rule["apiGroups"], attrs.group) {
+        return false;
+    }
+    let resources = rule["resources"].as_array().into_iter().flatten();
+    let resource_ok = resources.filter_map(Value::as_str).any(|r| {
+        if attrs.subresource.is_empty() {
+            r == "*" || r == attrs.resource
+        } else {
+            r == "*"
+                || r.split_once('/').is_some_and(|(res, sub)| {
+                    (res == attrs.resource || res == "*") && sub == attrs.subresource
+                })
+        }
+    });
+    if !resource_ok {
+        return false;
+    }
+    match rule["resourceNames"].as_array() {
+        Some(names) if !names.is_empty() => {
+            !attrs.name.is_empty() && names.iter().any(|n| n == attrs.name)
+        }
+        _ => true,
+    }
+}
+
+impl Authorizer for Rbac {
+    fn decide(&self, attrs: &Attributes<'_>) -> Decision {
+        if attrs.user.groups.iter().any(|g| g == "system:masters") {
+            return Decision::Allow;
+        }
+        let cluster = self.objects("clusterrolebindings", None);
+        let local = if attrs.namespace.is_empty() {
+            Vec::new()
+        } else {
+            self.objects("rolebindings", Some(attrs.namespace))
+        };
+        let allowed = cluster
+            .iter()
+            .chain(&local)
+            .filter(|b| names(b, attrs))
+            .any(|b| self.rules_of(b).iter().any(|r| allows(r, attrs)));
+        if allowed {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion
+        }
+    }
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+const ALL: &[&str] = &["*"];
+
+/// What `view` may read: the namespaced kinds a user works with, secrets excepted.
+fn view_rules() -> Vec<Value> {
+    vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "pods/log",
+                "pods/status",
+                "services",
+                "services/status",
+                "endpoints",
+                "configmaps",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
+                "serviceaccounts",
+                "events",
+                "limitranges",
+                "resourcequotas",
+                "resourcequotas/status",
+                "namespaces",
+                "namespaces/status",
+                "podtemplates",
+            ],
+            READ,
+        ),
+        rule(
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+                "statefulsets",
+                "statefulsets/scale",
+                "statefulsets/status",
+                "daemonsets",
+                "daemonsets/status",
+                "controllerrevisions",
+            ],
+            READ,
+        ),
+        rule(
+            &["batch"],
+            &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+            READ,
+        ),
+        rule(
+            &["autoscaling"],
+            &[
+                "horizontalpodautoscalers",
+                "horizontalpodautoscalers/status",
+            ],
+            READ,
+        ),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "ingresses/status", "networkpolicies"],
+            READ,
+        ),
+        rule(
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            READ,
+        ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+    ]
+}
+
+/// What `edit` may change beyond what `view` reads (no roles or bindings, no quotas).
+fn edit_rules() -> Vec<Value> {
+    vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "pods/eviction",
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "services",
+                "endpoints",
+                "configmaps",
+                "secrets",
+                "persistentvolumeclaims",
+                "serviceaccounts",
+                "events",
+            ],
+            WRITE,
+        ),
+        rule(&[""], &["secrets"], READ),
+        rule(
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/scale",
+                "deployments/rollback",
+                "replicasets",
+                "replicasets/scale",
+                "statefulsets",
+                "statefulsets/scale",
+                "daemonsets",
+            ],
+            WRITE,
+        ),
+        rule(&["batch"], &["jobs", "cronjobs"], WRITE),
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], WRITE),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "networkpolicies"],
+            WRITE,
+        ),
+        rule(&["policy"], &["poddisruptionbudgets"], WRITE),
+    ]
+}
+
+/// The default cluster roles and their bindings, as Kubernetes' bootstrap policy names
+/// them. The components' own roles are broad: the controller-manager acts as one identity
+/// (Kubernetes splits it into a service account per controller).
+pub fn defaults() -> Vec<(&'static str, Value)> {
+    let meta = |name: &str| {
+        json!({"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
+    };
+    let role = |name: &str, rules: Vec<Value>| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": meta(name), "rules": rules})
+    };
+    let bind = |name: &str, role: &str, subjects: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": meta(name),
+            "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+            "subjects": subjects})
+    };
+    let group = |g: &str| json!([{"apiGroup": GROUP, "kind": "Group", "name": g}]);
+    let user = |u: &str| json!([{"apiGroup": GROUP, "kind": "User", "name": u}]);
+    let view = view_rules();
+    let mut edit = view.clone();
+    edit.extend(edit_rules());
+    let mut admin = edit.clone();
+    admin.push(rule(&[GROUP], &["roles", "rolebindings"], ALL));
+    admin.push(rule(&[""], &["resourcequotas", "limitranges"], READ));
+    admin.push(rule(
+        &["authorization.k8s.io"],
+        &["localsubjectaccessreviews"],
+        &["create"],
+    ));
+    let mut cluster_admin = role("cluster-admin", vec![rule(ALL, ALL, ALL)]);
+    cluster_admin["rules"]
+        .as_array_mut()
+        .expect("rules")
+        .push(json!({"nonResourceURLs": ["*"], "verbs": ["*"]}));
+    let scheduler = vec![
+        rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
+        rule(&[""], &["pods/binding", "bindings"], &["create"]),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(
+            &[""],
+            &[
+                "nodes",
+                "namespaces",
+                "services",
+                "persistentvolumes",
+                "persistentvolumeclaims",
+                "replicationcontrollers",
+            ],
+            READ,
+        ),
+        rule(
+            &["", "events.k8s.io"],
+            &["events"],
+            &["create", "patch", "update"],
+        ),
+        rule(&["apps"], &["replicasets", "statefulsets"], READ),
+        rule(&["policy"], &["poddisruptionbudgets"], READ),
+        rule(
+            &["storage.k8s.io"],
+            &["storageclasses", "csinodes", "csidrivers"],
+            READ,
+        ),
+        rule(&["scheduling.k8s.io"], &["priorityclasses"], READ),
+        rule(&["coordination.k8s.io"], &["leases"], &["*"]),
+    ];
+    vec![
+        ("clusterroles", cluster_admin),
+        ("clusterroles", role("admin", admin)),
+        ("clusterroles", role("edit", edit)),
+        ("clusterroles", role("view", view)),
+        (
+            "clusterroles",
+            role(
+                "system:basic-user",
+                vec![rule(
+                    &["authorization.k8s.io", "authentication.k8s.io"],
+                    &[
+                        "selfsubjectaccessreviews",
+                        "selfsubjectrulesreviews",
+                        "selfsubjectreviews",
+                    ],
+                    &["create"],
+                )],
+            ),
+        ),
+        ("clusterroles", role("system:kube-scheduler", scheduler)),
+        (
+            "clusterroles",
+            role("system:kube-controller-manager", vec![rule(ALL, ALL, ALL)]),
+        ),
+        (
+            "clusterrolebindings",
+            bind("cluster-admin", "cluster-admin", group("system:masters")),
+        ),
+        (
+            "clusterrolebindings",
+            bind(
+                "system:basic-user",
+                "system:basic-user",
+                group("system:authenticated"),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            bind(
+                "system:kube-scheduler",
+                "system:kube-scheduler",
+                user("system:kube-scheduler"),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            bind(
+                "system:kube-controller-manager",
+                "system:kube-controller-manager",
+                user("system:kube-controller-manager"),
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::User;
+
+    fn attrs<'a>(
+        user: &'a User,
+        verb: &'a str,
+        resource: &'a str,
+        sub: &'a str,
+        name: &'a str,
+    ) -> Attributes<'a> {
+        Attributes {
+            user,
+            verb,
+            group: "",
+            resource,
+            subresource: sub,
+            namespace: "dev",
+            name,
+        }
+    }
+
+    #[test]
+    fn rules_match_verbs_groups_subresources_and_names() {
+        let u = User {
+            name: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+        };
+        let r =
+            json!({"apiGroups": [""], "resources": ["pods", "*/scale"], "verbs": ["get", "list"]});
+        assert!(allows(&r, &attrs(&u, "get", "pods", "", "web")));
+        assert!(!allows(&r, &attrs(&u, "delete", "pods", "", "web")));
+        assert!(!allows(&r, &attrs(&u, "get", "pods", "log", "web")));
+        assert!(allows(&r, &attrs(&u, "get", "deployments", "scale", "web")));
+        let named = json!({"apiGroups": ["*"], "resources": ["configmaps"], "verbs": ["*"], "resourceNames": ["settings"]});
+        assert!(allows(
+            &named,
+            &attrs(&u, "update", "configmaps", "", "settings")
+        ));
+        assert!(!allows(
+            &named,
+            &attrs(&u, "update", "configmaps", "", "other")
+        ));
+        assert!(!allows(&named, &attrs(&u, "list", "configmaps", "", "")));
+    }
+
+    #[test]
+    fn bindings_name_users_groups_and_service_accounts() {
+        let sa = User {
+            name: "system:serviceaccount:dev:builder".into(),
+            uid: String::new(),
+            groups: vec!["system:serviceaccounts".into()],
+        };
+        let a = attrs(&sa, "get", "pods", "", "");
+        let binding =
+            |subject: Value| json!({"metadata": {"namespace": "dev"}, "subjects": [subject]});
+        assert!(names(
+            &binding(json!({"kind": "ServiceAccount", "name": "builder"})),
+            &a
+        ));
+        assert!(!names(
+            &binding(json!({"kind": "ServiceAccount", "name": "builder", "namespace": "prod"})),
+            &a
+        ));
+        assert!(names(
+            &binding(json!({"kind": "Group", "name": "system:serviceaccounts"})),
+            &a
+        ));
+        assert!(!names(
+            &binding(json!({"kind": "User", "name": "builder"})),
+            &a
+        ));
+    }
+}

@@ -139,6 +139,22 @@ pub struct Attributes<'a> {
     pub name: &'a str,
 }
 
+/// Who makes a write, with the authorizer that judged the request: what the RBAC
+/// registry asks when a role or binding would grant permissions (escalation).
+#[derive(Clone)]
+pub struct Requester {
+    pub user: User,
+    pub authorizer: std::sync::Arc<dyn Authorizer>,
+}
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requester")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
 /// What one authorizer makes of a request. In a chain the first `Allow` or `Deny`
 /// decides; if every one has no opinion, the request is forbidden.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +243,66 @@ pub fn chain(modes: &[Mode], rbac: impl Fn() -> Box<dyn Authorizer>) -> Chain {
             })
             .collect(),
     )
+}
+
+/// `Impersonate-User` / `Impersonate-Group` (`kubectl --as`, `--as-group`): the request
+/// acts as that user if its own user may `impersonate` the user (a service account's
+/// name as the `serviceaccounts` object) and each group; otherwise a 403.
+pub fn impersonate(
+    headers: &http::HeaderMap,
+    user: User,
+    authorizer: &dyn Authorizer,
+) -> Result<User, crate::error::ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let groups = values("impersonate-group");
+    let Some(name) = values("impersonate-user").into_iter().next() else {
+        if groups.is_empty() {
+            return Ok(user);
+        }
+        return Err(crate::error::ApiError::bad_request(
+            "requested impersonation of groups without a user (Impersonate-User)",
+        ));
+    };
+    let check = |resource: &str, namespace: &str, object: &str| {
+        let attrs = Attributes {
+            user: &user,
+            verb: "impersonate",
+            group: "",
+            resource,
+            subresource: "",
+            namespace,
+            name: object,
+        };
+        authorizer.authorize(&attrs).map_err(|why| {
+            crate::error::ApiError::forbidden(forbidden_message(&attrs, resource, &why))
+        })
+    };
+    match name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((ns, sa)) => check("serviceaccounts", ns, sa)?,
+        None => check("users", "", &name)?,
+    }
+    for g in &groups {
+        check("groups", "", g)?;
+    }
+    Ok(User {
+        name,
+        uid: values("impersonate-uid")
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+        groups,
+    }
+    .with_authenticated())
 }
 
 /// Kubernetes' text for a refused request: `pods "web" is forbidden: User "alice" cannot

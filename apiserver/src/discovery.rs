@@ -38,8 +38,8 @@ pub struct Review {
 }
 
 /// `kubectl auth whoami` asks a SelfSubjectReview; `kubectl auth can-i` a
-/// SelfSubjectAccessReview.
-pub const REVIEWS: [Review; 2] = [
+/// SelfSubjectAccessReview, and with `--list` a SelfSubjectRulesReview.
+pub const REVIEWS: [Review; 3] = [
     Review {
         group: "authentication.k8s.io",
         version: "v1",
@@ -54,6 +54,13 @@ pub const REVIEWS: [Review; 2] = [
         singular: "selfsubjectaccessreview",
         kind: "SelfSubjectAccessReview",
     },
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        resource: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+    },
 ];
 
 impl Review {
@@ -64,10 +71,19 @@ impl Review {
             .find(|r| segs == ["apis", r.group, r.version, r.resource])
     }
 
-    fn answer(&self, status: Value) -> Value {
+    pub fn answer(&self, status: Value) -> Value {
         json!({"kind": self.kind, "apiVersion": format!("{}/{}", self.group, self.version),
             "metadata": {"creationTimestamp": null}, "status": status})
     }
+}
+
+/// The groups (and their one version) the review kinds are served in, each once.
+fn review_groups() -> impl Iterator<Item = (&'static str, &'static str)> {
+    REVIEWS
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| REVIEWS[..*i].iter().all(|o| o.group != r.group))
+        .map(|(_, r)| (r.group, r.version))
 }
 
 /// The answer to a SelfSubjectReview: who the request was authenticated as.
@@ -185,10 +201,19 @@ pub fn aggregated(core: bool, version: &str) -> Value {
         .collect();
     let mut items = items;
     if !core {
-        items.extend(REVIEWS.iter().map(|r| json!({"metadata": {"name": r.group, "creationTimestamp": null}, "versions": [{"version": r.version,
-            "resources": [{"resource": r.resource, "responseKind": kind_ref(r.group, r.version, r.kind),
-                "scope": "Cluster", "singularResource": r.singular, "verbs": ["create"]}],
-            "freshness": "Current"}]})));
+        for (group, version) in review_groups() {
+            let resources: Vec<Value> = REVIEWS
+                .iter()
+                .filter(|r| r.group == group)
+                .map(|r| {
+                    json!({"resource": r.resource,
+                "responseKind": kind_ref(r.group, r.version, r.kind), "scope": "Cluster",
+                "singularResource": r.singular, "verbs": ["create"]})
+                })
+                .collect();
+            items.push(json!({"metadata": {"name": group, "creationTimestamp": null},
+                "versions": [{"version": version, "resources": resources, "freshness": "Current"}]}));
+        }
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
 }
@@ -211,7 +236,7 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| api_group(g, &vs))
-        .chain(REVIEWS.iter().map(|r| api_group(r.group, &[r.version])))
+        .chain(review_groups().map(|(g, v)| api_group(g, &[v])))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -220,7 +245,7 @@ pub fn api_group_list() -> Value {
 pub fn group(name: &str) -> Option<Value> {
     registry::groups()
         .into_iter()
-        .chain(REVIEWS.iter().map(|r| (r.group, vec![r.version])))
+        .chain(review_groups().map(|(g, v)| (g, vec![v])))
         .find(|(g, _)| *g == name && !g.is_empty())
         .map(|(g, vs)| {
             let mut v = api_group(g, &vs);

@@ -49,7 +49,11 @@ fn parse(body: &[u8]) -> Result<Value, Status> {
 }
 
 /// The write's manager: `options.field_manager`, else the client's user agent name.
-fn write_options<T>(req: &Request<T>, dry_run: bool) -> WriteOptions
+fn write_options<T>(
+    req: &Request<T>,
+    dry_run: bool,
+    authorizer: &Arc<dyn crate::auth::Authorizer>,
+) -> WriteOptions
 where
     T: HasOptions,
 {
@@ -69,7 +73,20 @@ where
         dry_run,
         manager,
         apply: false,
+        requester: requester(req, authorizer),
     }
+}
+
+/// The request's user with the authorizer that judged it (see `WriteOptions`).
+fn requester<T>(
+    req: &Request<T>,
+    authorizer: &Arc<dyn crate::auth::Authorizer>,
+) -> Option<Arc<crate::auth::Requester>> {
+    let user = req.extensions().get::<User>()?;
+    Some(Arc::new(crate::auth::Requester {
+        user: user.clone(),
+        authorizer: authorizer.clone(),
+    }))
 }
 
 trait HasOptions {
@@ -262,7 +279,12 @@ impl pb::resources_server::Resources for Grpc {
         let out = match r.subresource.as_str() {
             "" => {
                 store
-                    .create(info, &r.namespace, body, &write_options(&req, dry))
+                    .create(
+                        info,
+                        &r.namespace,
+                        body,
+                        &write_options(&req, dry, &self.server.authorizer),
+                    )
                     .await
             }
             "binding" if info.kind == "Pod" => store
@@ -295,7 +317,7 @@ impl pb::resources_server::Resources for Grpc {
                 &r.name,
                 &r.subresource,
                 body,
-                &write_options(&req, dry),
+                &write_options(&req, dry, &self.server.authorizer),
             )
             .await
             .map_err(|e| e.to_grpc())?;
@@ -335,13 +357,14 @@ impl pb::resources_server::Resources for Grpc {
                         manager: &manager,
                         force,
                         dry_run: dry,
+                        requester: requester(&req, &self.server.authorizer),
                     },
                 )
                 .await
                 .map_err(|e| e.to_grpc())?;
             return Ok(Response::new(object(&o)));
         }
-        let write = write_options(&req, dry);
+        let write = write_options(&req, dry, &self.server.authorizer);
         let o = self
             .server
             .store

@@ -12,7 +12,7 @@
 //! its selectors match (read when authorizing; Kubernetes' aggregation controller writes
 //! them into the role instead).
 
-use crate::auth::{Attributes, Authorizer, Decision};
+use crate::auth::{Attributes, Authorizer, Decision, User};
 use crate::cache::Filter;
 use crate::store::Store;
 use serde_json::{json, Value};
@@ -28,62 +28,81 @@ impl Rbac {
     pub fn new(store: Arc<Store>) -> Self {
         Rbac { store }
     }
+}
 
-    fn objects(&self, resource: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let info = api::registry::by_resource(GROUP, "v1", resource).expect("an rbac resource");
-        let prefix = match namespace {
-            Some(ns) => info.storage_key(ns, ""),
-            None => info.storage_prefix(),
-        };
-        self.store.cache(info).list(&prefix, &Filter::default()).0
-    }
+fn objects(store: &Store, resource: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+    let info = api::registry::by_resource(GROUP, "v1", resource).expect("an rbac resource");
+    let prefix = match namespace {
+        Some(ns) => info.storage_key(ns, ""),
+        None => info.storage_prefix(),
+    };
+    store.cache(info).list(&prefix, &Filter::default()).0
+}
 
-    /// The rules of the role a binding refers to (a binding's own namespace for a Role).
-    fn rules_of(&self, binding: &Value) -> Vec<Value> {
-        let role = &binding["roleRef"];
-        let name = role["name"].as_str().unwrap_or("");
-        match role["kind"].as_str() {
-            Some("ClusterRole") => self.cluster_role_rules(name),
-            Some("Role") => {
-                let ns = binding["metadata"]["namespace"].as_str().unwrap_or("");
-                let info = api::registry::by_resource(GROUP, "v1", "roles").expect("roles");
-                let role = self.store.cache(info).get(&info.storage_key(ns, name));
-                role.map(|r| rules(&r)).unwrap_or_default()
-            }
-            _ => Vec::new(),
+/// The rules of a role: `kind` Role (in `namespace`) or ClusterRole.
+pub fn role_rules(store: &Store, kind: &str, namespace: &str, name: &str) -> Vec<Value> {
+    match kind {
+        "ClusterRole" => cluster_role_rules(store, name),
+        "Role" => {
+            let info = api::registry::by_resource(GROUP, "v1", "roles").expect("roles");
+            let role = store.cache(info).get(&info.storage_key(namespace, name));
+            role.map(|r| rules(&r)).unwrap_or_default()
         }
+        _ => Vec::new(),
     }
+}
 
-    fn cluster_role_rules(&self, name: &str) -> Vec<Value> {
-        let info = api::registry::by_resource(GROUP, "v1", "clusterroles").expect("clusterroles");
-        let Some(role) = self.store.cache(info).get(&info.storage_key("", name)) else {
-            return Vec::new();
-        };
-        let mut out = rules(&role);
-        let selectors = role["aggregationRule"]["clusterRoleSelectors"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !selectors.is_empty() {
-            for other in self.objects("clusterroles", None) {
-                if other["metadata"]["name"] == role["metadata"]["name"] {
-                    continue;
-                }
-                let labels = &other["metadata"]["labels"];
-                let label = |k: &str| labels[k].as_str();
-                let picked = selectors.iter().any(|s| {
-                    serde_json::from_value(s.clone())
-                        .ok()
-                        .and_then(|sel| api::LabelSelector::from_label_selector(Some(&sel)).ok())
-                        .is_some_and(|sel| sel.matches_by(&label))
-                });
-                if picked {
-                    out.extend(rules(&other));
-                }
+fn cluster_role_rules(store: &Store, name: &str) -> Vec<Value> {
+    let info = api::registry::by_resource(GROUP, "v1", "clusterroles").expect("clusterroles");
+    let Some(role) = store.cache(info).get(&info.storage_key("", name)) else {
+        return Vec::new();
+    };
+    let mut out = rules(&role);
+    let selectors = role["aggregationRule"]["clusterRoleSelectors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !selectors.is_empty() {
+        for other in objects(store, "clusterroles", None) {
+            if other["metadata"]["name"] == role["metadata"]["name"] {
+                continue;
+            }
+            let labels = &other["metadata"]["labels"];
+            let label = |k: &str| labels[k].as_str();
+            let picked = selectors.iter().any(|s| {
+                serde_json::from_value(s.clone())
+                    .ok()
+                    .and_then(|sel| api::LabelSelector::from_label_selector(Some(&sel)).ok())
+                    .is_some_and(|sel| sel.matches_by(&label))
+            });
+            if picked {
+                out.extend(rules(&other));
             }
         }
-        out
     }
+    out
+}
+
+/// Every rule bound to `user` in `namespace` (cluster-wide bindings only for "").
+pub fn rules_for(store: &Store, user: &User, namespace: &str) -> Vec<Value> {
+    let mut bindings = objects(store, "clusterrolebindings", None);
+    if !namespace.is_empty() {
+        bindings.extend(objects(store, "rolebindings", Some(namespace)));
+    }
+    bindings
+        .iter()
+        .filter(|b| names(b, user))
+        .flat_map(|b| {
+            let role = &b["roleRef"];
+            let ns = b["metadata"]["namespace"].as_str().unwrap_or("");
+            role_rules(
+                store,
+                role["kind"].as_str().unwrap_or(""),
+                ns,
+                role["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect()
 }
 
 fn rules(role: &Value) -> Vec<Value> {
@@ -98,7 +117,7 @@ fn listed(list: &Value, item: &str) -> bool {
 }
 
 /// Whether a binding names this user.
-fn names(binding: &Value, attrs: &Attributes<'_>) -> bool {
+fn names(binding: &Value, user: &User) -> bool {
     let binding_ns = binding["metadata"]["namespace"].as_str().unwrap_or("");
     binding["subjects"]
         .as_array()
@@ -107,14 +126,14 @@ fn names(binding: &Value, attrs: &Attributes<'_>) -> bool {
         .any(|s| {
             let name = s["name"].as_str().unwrap_or("");
             match s["kind"].as_str() {
-                Some("User") => name == attrs.user.name,
-                Some("Group") => attrs.user.groups.iter().any(|g| g == name),
+                Some("User") => name == user.name,
+                Some("Group") => user.groups.iter().any(|g| g == name),
                 Some("ServiceAccount") => {
                     let ns = s["namespace"]
                         .as_str()
                         .filter(|n| !n.is_empty())
                         .unwrap_or(binding_ns);
-                    attrs.user.name == format!("system:serviceaccount:{ns}:{name}")
+                    user.name == format!("system:serviceaccount:{ns}:{name}")
                 }
                 _ => false,
             }
@@ -153,23 +172,139 @@ impl Authorizer for Rbac {
         if attrs.user.groups.iter().any(|g| g == "system:masters") {
             return Decision::Allow;
         }
-        let cluster = self.objects("clusterrolebindings", None);
-        let local = if attrs.namespace.is_empty() {
-            Vec::new()
-        } else {
-            self.objects("rolebindings", Some(attrs.namespace))
-        };
-        let allowed = cluster
-            .iter()
-            .chain(&local)
-            .filter(|b| names(b, attrs))
-            .any(|b| self.rules_of(b).iter().any(|r| allows(r, attrs)));
-        if allowed {
+        let rules = rules_for(&self.store, attrs.user, attrs.namespace);
+        if rules.iter().any(|r| allows(r, attrs)) {
             Decision::Allow
         } else {
             Decision::NoOpinion
         }
     }
+}
+
+/// The answer to a SelfSubjectRulesReview (`kubectl auth can-i --list`): the rules bound
+/// to the user in `spec.namespace`, resource and non-resource ones apart.
+pub fn rules_review(store: &Store, user: &User, body: &Value) -> Value {
+    let ns = body["spec"]["namespace"].as_str().unwrap_or("");
+    let (mut resource_rules, mut url_rules) = (Vec::new(), Vec::new());
+    if user.groups.iter().any(|g| g == "system:masters") {
+        resource_rules.push(json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}));
+        url_rules.push(json!({"verbs": ["*"], "nonResourceURLs": ["*"]}));
+    }
+    for r in rules_for(store, user, ns) {
+        if r["nonResourceURLs"]
+            .as_array()
+            .is_some_and(|u| !u.is_empty())
+        {
+            url_rules.push(json!({"verbs": r["verbs"], "nonResourceURLs": r["nonResourceURLs"]}));
+        } else {
+            let mut rule = json!({"verbs": r["verbs"], "apiGroups": r["apiGroups"], "resources": r["resources"]});
+            if r["resourceNames"].as_array().is_some_and(|n| !n.is_empty()) {
+                rule["resourceNames"] = r["resourceNames"].clone();
+            }
+            resource_rules.push(rule);
+        }
+    }
+    let mut review = crate::discovery::REVIEWS[2].answer(json!({
+        "resourceRules": resource_rules, "nonResourceRules": url_rules, "incomplete": false}));
+    review["spec"] = body["spec"].clone();
+    review
+}
+
+fn covers(list: &Value, item: &str) -> bool {
+    listed(list, item)
+}
+
+/// Whether an owned rule covers one grant (a single verb, group, resource and name; or
+/// a single verb and non-resource URL when `group` is None).
+fn grant_covered(
+    owned: &Value,
+    verb: &str,
+    group: Option<&str>,
+    resource: &str,
+    name: &str,
+) -> bool {
+    if !covers(&owned["verbs"], verb) {
+        return false;
+    }
+    let Some(group) = group else {
+        return owned["nonResourceURLs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|u| {
+                u == "*"
+                    || u == resource
+                    || u.strip_suffix('*').is_some_and(|p| resource.starts_with(p))
+            });
+    };
+    if !covers(&owned["apiGroups"], group) {
+        return false;
+    }
+    let resource_ok = owned["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|r| {
+            r == "*"
+                || r == resource
+                || r.strip_prefix("*/")
+                    .is_some_and(|sub| resource.split_once('/').is_some_and(|(_, s)| s == sub))
+        });
+    let names = owned["resourceNames"].as_array().filter(|n| !n.is_empty());
+    resource_ok && names.is_none_or(|n| !name.is_empty() && n.iter().any(|x| x == name))
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The grants of `requested` rules that no `owned` rule covers, each as Kubernetes
+/// prints a policy rule (`{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}`).
+pub fn uncovered(owned: &[Value], requested: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in requested {
+        let verbs = strings(&rule["verbs"]);
+        for url in strings(&rule["nonResourceURLs"]) {
+            for verb in &verbs {
+                if !owned.iter().any(|o| grant_covered(o, verb, None, url, "")) {
+                    out.push(format!(
+                        "{{NonResourceURLs:[\"{url}\"], Verbs:[\"{verb}\"]}}"
+                    ));
+                }
+            }
+        }
+        let names = strings(&rule["resourceNames"]);
+        let names = if names.is_empty() { vec![""] } else { names };
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for name in &names {
+                    for verb in &verbs {
+                        if owned
+                            .iter()
+                            .any(|o| grant_covered(o, verb, Some(group), resource, name))
+                        {
+                            continue;
+                        }
+                        let named = if name.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", ResourceNames:[\"{name}\"]")
+                        };
+                        out.push(format!(
+                            "{{APIGroups:[\"{group}\"], Resources:[\"{resource}\"]{named}, Verbs:[\"{verb}\"]}}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
@@ -322,7 +457,9 @@ pub fn defaults() -> Vec<(&'static str, Value)> {
     let mut edit = view.clone();
     edit.extend(edit_rules());
     let mut admin = edit.clone();
-    admin.push(rule(&[GROUP], &["roles", "rolebindings"], ALL));
+    // Not `escalate` or `bind`: an admin grants only what it holds.
+    admin.push(rule(&[GROUP], &["roles", "rolebindings"], READ));
+    admin.push(rule(&[GROUP], &["roles", "rolebindings"], WRITE));
     admin.push(rule(&[""], &["resourcequotas", "limitranges"], READ));
     admin.push(rule(
         &["authorization.k8s.io"],
@@ -476,24 +613,51 @@ mod tests {
             uid: String::new(),
             groups: vec!["system:serviceaccounts".into()],
         };
-        let a = attrs(&sa, "get", "pods", "", "");
         let binding =
             |subject: Value| json!({"metadata": {"namespace": "dev"}, "subjects": [subject]});
         assert!(names(
             &binding(json!({"kind": "ServiceAccount", "name": "builder"})),
-            &a
+            &sa
         ));
         assert!(!names(
             &binding(json!({"kind": "ServiceAccount", "name": "builder", "namespace": "prod"})),
-            &a
+            &sa
         ));
         assert!(names(
             &binding(json!({"kind": "Group", "name": "system:serviceaccounts"})),
-            &a
+            &sa
         ));
         assert!(!names(
             &binding(json!({"kind": "User", "name": "builder"})),
-            &a
+            &sa
         ));
+    }
+
+    #[test]
+    fn a_grant_is_covered_only_by_rules_at_least_as_wide() {
+        let owned = vec![
+            json!({"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}),
+            json!({"apiGroups": ["apps"], "resources": ["*"], "verbs": ["*"]}),
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["get"]}),
+            json!({"nonResourceURLs": ["/healthz/*"], "verbs": ["get"]}),
+        ];
+        let ok = vec![
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
+            json!({"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["update"]}),
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["get"]}),
+            json!({"nonResourceURLs": ["/healthz/ready"], "verbs": ["get"]}),
+        ];
+        assert_eq!(uncovered(&owned, &ok), Vec::<String>::new());
+        let wider = vec![
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]}),
+            json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}),
+        ];
+        assert_eq!(
+            uncovered(&owned, &wider),
+            vec![
+                r#"{APIGroups:[""], Resources:["pods"], Verbs:["*"]}"#,
+                r#"{APIGroups:[""], Resources:["configmaps"], Verbs:["get"]}"#,
+            ]
+        );
     }
 }

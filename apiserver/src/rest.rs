@@ -299,6 +299,10 @@ async fn route(
             error_response(&ApiError::unauthorized()),
         );
     };
+    let user = match crate::auth::impersonate(req.headers(), user, server.authorizer.as_ref()) {
+        Ok(u) => u,
+        Err(e) => return ("impersonate".into(), String::new(), error_response(&e)),
+    };
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -364,6 +368,9 @@ async fn route(
                 Err(e) => Err(e),
             };
             match body {
+                Ok(body) if review.kind == "SelfSubjectRulesReview" => {
+                    json_response(201, &crate::rbac::rules_review(&server.store, &user, &body))
+                }
                 Ok(body) => json_response(
                     201,
                     &discovery::self_subject_access_review(
@@ -420,7 +427,11 @@ async fn route(
         ));
         return (verb.into(), resource, error_response(&e));
     }
-    let resp = match serve(server, req, &target, verb, &q, &accept).await {
+    let requester = Arc::new(crate::auth::Requester {
+        user: user.clone(),
+        authorizer: server.authorizer.clone(),
+    });
+    let resp = match serve(server, req, &target, verb, &q, &accept, requester).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -452,6 +463,7 @@ async fn serve(
     verb: &str,
     q: &HashMap<String, String>,
     accept: &str,
+    requester: Arc<crate::auth::Requester>,
 ) -> Result<Response<Body>> {
     let store = &server.store;
     let info = t.info;
@@ -486,6 +498,7 @@ async fn serve(
         dry_run,
         manager: manager.clone(),
         apply: false,
+        requester: Some(requester.clone()),
     };
     let table = wants_table(accept);
     let include_object = q.get("includeObject").is_some_and(|v| v == "Object");
@@ -628,6 +641,7 @@ async fn serve(
                             manager,
                             force,
                             dry_run,
+                            requester: Some(requester.clone()),
                         },
                     )
                     .await?;

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 pub struct Server {
     pub store: Arc<Store>,
     pub tokens: TokenFile,
-    pub authorizer: Box<dyn Authorizer>,
+    pub authorizer: Arc<dyn Authorizer>,
     pub metrics: Metrics,
     /// host:port clients reach this server at (legacy discovery reports it).
     pub address: String,
@@ -89,7 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .await?;
     let store = Arc::new(Store::new(storage, ranges));
-    let authorizer = Box::new(auth::chain(&modes, || {
+    let authorizer = Arc::new(auth::chain(&modes, || {
         Box::new(crate::rbac::Rbac::new(store.clone()))
     }));
     let mut tasks = store.start_caches();

@@ -69,14 +69,18 @@ pub struct WriteOptions {
     pub manager: Option<String>,
     /// The body is a server-side apply result that carries its own `managedFields`.
     pub apply: bool,
+    /// Who asks (None for the apiserver's own writes): roles and bindings may grant only
+    /// what the requester holds.
+    pub requester: Option<Arc<crate::auth::Requester>>,
 }
 
 /// A server-side apply's parameters: who applies, whether conflicts are overridden.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ApplyOptions<'a> {
     pub manager: &'a str,
     pub force: bool,
     pub dry_run: bool,
+    pub requester: Option<Arc<crate::auth::Requester>>,
 }
 
 impl WriteOptions {
@@ -484,6 +488,7 @@ impl Store {
             return Err(ApiError::invalid(info, &name, causes));
         }
         self.admit_default_class(info, &obj, &name).await?;
+        self.confirm_no_escalation(info, ns, &obj, &name, opts)?;
         if info.namespaced {
             self.check_namespace(info, ns, &name).await?;
             self.admit_quota(info, ns, &obj, None, &name, dry_run)
@@ -634,6 +639,9 @@ impl Store {
                 return Err(ApiError::invalid(info, name, causes));
             }
             self.admit_default_class(info, &new, name).await?;
+            if subresource.is_empty() {
+                self.confirm_no_escalation(info, ns, &new, name, opts)?;
+            }
             let mut side = SideKeys::default();
             if info.group.is_empty() && info.kind == "Service" {
                 let causes = self.ranges.assign(&mut new, Some(&old), &taken);
@@ -792,6 +800,7 @@ impl Store {
             manager,
             force,
             dry_run,
+            ref requester,
         } = *apply;
         admission::check_type(info, &mut applied)?;
         match applied["metadata"]["name"].as_str() {
@@ -812,6 +821,7 @@ impl Store {
             dry_run,
             manager: None,
             apply: true,
+            requester: requester.clone(),
         };
         for _ in 0..8 {
             let exists = self

@@ -784,6 +784,90 @@ fn rbac_authorizes_by_roles_and_bindings() {
         "{err}"
     );
 
+    // `can-i --list` shows the rules bound in a namespace.
+    let (_, out, err) = as_user(&["auth", "can-i", "--list", "-n", "default"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pods ") && l.contains("[get list watch]")),
+        "{out}{err}"
+    );
+    // Impersonation: the admin may act as anyone; token-user may not.
+    let can_i = |extra: &[&str]| {
+        let mut args = vec!["auth", "can-i", "list", "pods", "-n", "default"];
+        args.extend_from_slice(extra);
+        let (_, out, _) = cp.kubectl(&args).unwrap();
+        out.trim().to_string()
+    };
+    assert_eq!(can_i(&["--as=token-user"]), "no");
+    assert_eq!(can_i(&["--as=token-user", "--as-group=dev"]), "yes");
+    let (ok, _, err) = as_user(&["get", "pods", "-n", "default", "--as=bob"]);
+    assert!(
+        !ok && err.contains(r#"users "bob" is forbidden: User "token-user" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{err}"
+    );
+
+    // Escalation: a namespace admin may grant what it holds there, nothing more.
+    cp.kubectl_ok(&["create", "namespace", "team"]).unwrap();
+    cp.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "dev-admin",
+        "--clusterrole=admin",
+        "--group=dev",
+        "-n",
+        "team",
+    ])
+    .unwrap();
+    let (ok, out, err) = as_user(&[
+        "create",
+        "role",
+        "secret-reader",
+        "--verb=get",
+        "--resource=secrets",
+        "-n",
+        "team",
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = as_user(&[
+        "create",
+        "rolebinding",
+        "viewers",
+        "--clusterrole=view",
+        "--user=bob",
+        "-n",
+        "team",
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = as_user(&[
+        "create",
+        "role",
+        "node-reader",
+        "--verb=list",
+        "--resource=nodes",
+        "-n",
+        "team",
+    ]);
+    assert!(
+        !ok && err.contains(r#"is attempting to grant RBAC permissions not currently held"#)
+            && err.contains(r#"{APIGroups:[""], Resources:["nodes"], Verbs:["list"]}"#),
+        "{err}"
+    );
+    let (ok, _, err) = as_user(&[
+        "create",
+        "rolebinding",
+        "me-admin",
+        "--clusterrole=cluster-admin",
+        "--user=token-user",
+        "-n",
+        "team",
+    ]);
+    assert!(
+        !ok && err.contains(
+            r#"rolebindings.rbac.authorization.k8s.io "me-admin" is forbidden: user "token-user""#
+        ),
+        "{err}"
+    );
+
     // An aggregated cluster role: its rules are those of the roles its selector picks.
     apply_file(&cp, &run, "aggregated.yaml", AGGREGATED, "apply");
     let (ok, out, err) = as_user(&["get", "nodes"]);

@@ -4,6 +4,7 @@
 
 use super::Store;
 use crate::admission::{defaults, limits};
+use crate::auth::Attributes;
 use crate::cache::{decode, Filter, WatchCache};
 use crate::error::{ApiError, Cause, Result};
 use api::k8s_openapi::api::core::v1::{Pod, ResourceQuota};
@@ -180,6 +181,86 @@ impl Store {
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// RBAC's escalation check, as Kubernetes' role and binding registries make it: a
+    /// role may hold only rules its writer holds (or may `escalate`), a binding may refer
+    /// only to a role whose rules its writer holds (or may `bind`); an aggregation rule
+    /// takes `escalate`. The apiserver's own writes and `system:masters` pass.
+    pub(super) fn confirm_no_escalation(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        obj: &Value,
+        name: &str,
+        opts: &super::WriteOptions,
+    ) -> Result<()> {
+        const RBAC: &str = "rbac.authorization.k8s.io";
+        let Some(req) = opts.requester.as_deref() else {
+            return Ok(());
+        };
+        if info.group != RBAC || req.user.groups.iter().any(|g| g == "system:masters") {
+            return Ok(());
+        }
+        let may = |verb: &str, resource: &str, object: &str| {
+            req.authorizer
+                .authorize(&Attributes {
+                    user: &req.user,
+                    verb,
+                    group: RBAC,
+                    resource,
+                    subresource: "",
+                    namespace: ns,
+                    name: object,
+                })
+                .is_ok()
+        };
+        let requested = match info.resource {
+            "roles" | "clusterroles" => {
+                if may("escalate", info.resource, name) {
+                    return Ok(());
+                }
+                let selectors = &obj["aggregationRule"]["clusterRoleSelectors"];
+                if selectors.as_array().is_some_and(|s| !s.is_empty()) {
+                    return Err(ApiError::denied(
+                        info,
+                        name,
+                        "must have cluster-admin privileges to use the aggregationRule",
+                    ));
+                }
+                obj["rules"].as_array().cloned().unwrap_or_default()
+            }
+            "rolebindings" | "clusterrolebindings" => {
+                let kind = obj["roleRef"]["kind"].as_str().unwrap_or("");
+                let role = obj["roleRef"]["name"].as_str().unwrap_or("");
+                let resource = if kind == "Role" {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                if may("bind", resource, role) {
+                    return Ok(());
+                }
+                crate::rbac::role_rules(self, kind, ns, role)
+            }
+            _ => return Ok(()),
+        };
+        let held = crate::rbac::rules_for(self, &req.user, ns);
+        let missing = crate::rbac::uncovered(&held, &requested);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let groups: Vec<String> = req.user.groups.iter().map(|g| format!("{g:?}")).collect();
+        Err(ApiError::denied(
+            info,
+            name,
+            format!(
+                "user {:?} (groups=[{}]) is attempting to grant RBAC permissions not currently held:\n{}",
+                req.user.name,
+                groups.join(" "),
+                missing.join("\n")
+            ),
+        ))
     }
 
     /// LimitRanger admission (see `admission::limits`) for pods and claims.

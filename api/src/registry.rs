@@ -303,7 +303,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         &["sa"],
         NONE,
-        &[],
+        &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }],
     ),
     res(
         "",

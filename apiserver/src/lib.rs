@@ -34,6 +34,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod rbac;
 pub mod rest;
+pub mod satoken;
 pub mod server;
 pub mod storage;
 pub mod store;
@@ -71,6 +72,17 @@ pub struct Config {
     pub token_auth_file: Option<PathBuf>,
     #[arg(long, default_value = "AlwaysAllow")]
     pub authorization_mode: String,
+    /// The `iss` of the service account tokens this apiserver issues, and the audience
+    /// a token must name to be accepted here.
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    pub service_account_issuer: String,
+    /// The ECDSA P-256 private key (PEM) service account tokens are signed with.
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// More keys (PEM, public or private; repeatable) whose tokens are accepted, e.g.
+    /// another apiserver's during a key rotation.
+    #[arg(long)]
+    pub service_account_key_file: Vec<PathBuf>,
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]

@@ -283,12 +283,7 @@ async fn route(
     } else {
         path
     };
-    let user = cert_user.or_else(|| {
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|a| server.tokens.authenticate(a))
-    });
+    let user = cert_user.or_else(|| server.bearer_user(req.headers()));
     if public(&path) {
         return ("get".into(), String::new(), plain(server, &path));
     }
@@ -567,6 +562,10 @@ async fn serve(
                     let mut s = success_status();
                     s["code"] = json!(201);
                     Ok(json_response(201, &s))
+                }
+                (Some(account), "token") => {
+                    let review = subresources::token_request(server, ns, account, &body).await?;
+                    Ok(json_response(201, &review))
                 }
                 (Some(pod), "binding") => {
                     store.bind(ns, pod, &body, dry_run).await?;

@@ -21,10 +21,41 @@ use tower::ServiceExt;
 pub struct Server {
     pub store: Arc<Store>,
     pub tokens: TokenFile,
+    /// Service account tokens (None without a key: none are issued or accepted).
+    pub sa_tokens: Option<crate::satoken::Tokens>,
     pub authorizer: Arc<dyn Authorizer>,
     pub metrics: Metrics,
     /// host:port clients reach this server at (legacy discovery reports it).
     pub address: String,
+}
+
+impl Server {
+    /// The user an `Authorization: Bearer` header names: a `--token-auth-file` token, or
+    /// a service account token whose account still exists (same uid).
+    pub fn bearer_user(&self, headers: &http::HeaderMap) -> Option<User> {
+        let header = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        if let Some(u) = self.tokens.authenticate(header) {
+            return Some(u);
+        }
+        let token = header.strip_prefix("Bearer ")?.trim();
+        let now = chrono::Utc::now().timestamp();
+        let claims = self.sa_tokens.as_ref()?.verify(token, now)?;
+        let info = api::registry::by_resource("", "v1", "serviceaccounts")?;
+        let key = info.storage_key(&claims.namespace, &claims.name);
+        let account = self.store.cache(info).get(&key)?;
+        if account["metadata"]["uid"] != *claims.uid {
+            return None;
+        }
+        Some(User {
+            name: format!("system:serviceaccount:{}:{}", claims.namespace, claims.name),
+            uid: claims.uid,
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{}", claims.namespace),
+                "system:authenticated".into(),
+            ],
+        })
+    }
 }
 
 pub struct Running {
@@ -62,6 +93,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config.service_node_port_range,
     )?;
     let modes = auth::parse_modes(&config.authorization_mode)?;
+    let sa_tokens = crate::satoken::Tokens::load(
+        &config.service_account_issuer,
+        config.service_account_signing_key_file.as_deref(),
+        &config.service_account_key_file,
+    )?;
     let tokens = match &config.token_auth_file {
         Some(p) => TokenFile::load(p)?,
         None => TokenFile::default(),
@@ -101,6 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = Arc::new(Server {
         store: store.clone(),
         tokens,
+        sa_tokens,
         authorizer,
         metrics: Metrics::new(),
         address: format!("{advertise_ip}:{}", addr.port()),
@@ -172,12 +209,7 @@ async fn accept_loop(
                         (server.clone(), grpc.clone(), cert_user.clone());
                     async move {
                         if is_grpc(&req) {
-                            let user = cert_user.or_else(|| {
-                                req.headers()
-                                    .get(http::header::AUTHORIZATION)
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|a| server.tokens.authenticate(a))
-                            });
+                            let user = cert_user.or_else(|| server.bearer_user(req.headers()));
                             if let Some(u) = user {
                                 req.extensions_mut().insert(u);
                             }

@@ -1,7 +1,8 @@
 //! Subresources that are views of their parent: `scale` (autoscaling/v1 `Scale` over a
 //! workload's `spec.replicas`, what `kubectl scale` reads and patches) and
 //! `pods/eviction` (policy/v1: a delete that honours PodDisruptionBudgets, what
-//! `kubectl drain` posts).
+//! `kubectl drain` posts), and `serviceaccounts/token` (a TokenRequest answered with a
+//! signed token, what `kubectl create token` asks).
 
 use crate::cache::labels_of;
 use crate::error::{ApiError, Cause, Result};
@@ -214,6 +215,66 @@ pub async fn evict(
     match store.delete(pods, ns, name, &opts).await? {
         Deleted::Gone(_) | Deleted::Pending(_) => Ok(()),
     }
+}
+
+/// `POST serviceaccounts/<name>/token` (TokenRequest, `kubectl create token`): a token
+/// for the account as it is now (its uid), for `spec.audiences` (the apiserver's own
+/// when empty), valid `spec.expirationSeconds` (an hour by default, at least ten
+/// minutes).
+pub async fn token_request(
+    server: &crate::Server,
+    ns: &str,
+    account: &str,
+    request: &Value,
+) -> Result<Value> {
+    let info = api::registry::by_resource("", "v1", "serviceaccounts").expect("serviceaccounts");
+    let sa = server.store.get(info, ns, account, "").await?;
+    let spec = &request["spec"];
+    let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+    if seconds < 600 {
+        let cause = Cause::invalid(
+            "spec.expirationSeconds",
+            &spec["expirationSeconds"],
+            "may not specify a duration less than 10 minutes",
+        );
+        let text = format!(
+            "TokenRequest.authentication.k8s.io \"{account}\" is invalid: {}: {}",
+            cause.field, cause.message
+        );
+        return Err(ApiError::invalid(info, account, vec![cause]).with_message(text));
+    }
+    let audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let tokens = server.sa_tokens.as_ref().ok_or_else(|| {
+        ApiError::internal("no --service-account-signing-key-file: the apiserver issues no tokens")
+    })?;
+    let claims = crate::satoken::Claims {
+        namespace: ns.to_string(),
+        name: account.to_string(),
+        uid: sa["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+    };
+    let now = chrono::Utc::now();
+    let (token, exp) = tokens
+        .issue(&claims, &audiences, now.timestamp(), seconds)
+        .map_err(ApiError::internal)?;
+    let expires = chrono::DateTime::from_timestamp(exp, 0)
+        .unwrap_or(now)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let mut spec = spec.clone();
+    spec["expirationSeconds"] = json!(seconds);
+    if audiences.is_empty() {
+        spec["audiences"] = json!([]);
+    }
+    Ok(
+        json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": account, "namespace": ns, "creationTimestamp": null},
+        "spec": spec, "status": {"token": token, "expirationTimestamp": expires}}),
+    )
 }
 
 #[cfg(test)]

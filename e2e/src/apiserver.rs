@@ -22,6 +22,8 @@ pub struct ApiserverSpec<'a> {
     pub serving: &'a CertFiles,
     pub ca: &'a Path,
     pub token_file: Option<&'a Path>,
+    /// Signs service account tokens (the same file for every apiserver of a cluster).
+    pub service_account_key: &'a Path,
     pub detached: bool,
     pub extra_args: &'a [String],
 }
@@ -39,6 +41,10 @@ pub fn spawn_apiserver(run: &RunDir, s: &ApiserverSpec<'_>) -> Result<Process> {
         format!("--tls-cert-file={}", s.serving.cert.display()),
         format!("--tls-private-key-file={}", s.serving.key.display()),
         format!("--client-ca-file={}", s.ca.display()),
+        format!(
+            "--service-account-signing-key-file={}",
+            s.service_account_key.display()
+        ),
     ]);
     if let Some(t) = s.token_file {
         spec = spec.arg(format!("--token-auth-file={}", t.display()));
@@ -152,6 +158,7 @@ impl ControlPlane {
                 serving: &serving,
                 ca: &ca,
                 token_file: Some(&token_file),
+                service_account_key: &pki.service_account_key(),
                 detached: false,
                 extra_args: apiserver_args,
             },
@@ -188,6 +195,7 @@ impl ControlPlane {
                 serving: &self.serving,
                 ca: &self.ca,
                 token_file: Some(&self.token_file),
+                service_account_key: &self.pki.service_account_key(),
                 detached: false,
                 extra_args: &[],
             },

@@ -241,6 +241,7 @@ pub fn up(opts: &UpOptions) -> Result<Running> {
                 serving: &serving,
                 ca: &pki.ca().cert,
                 token_file: None,
+                service_account_key: &pki.service_account_key(),
                 detached: opts.background,
                 // As kubeadm's clusters: the components act under their own roles.
                 extra_args: &["--authorization-mode=RBAC".to_string()],

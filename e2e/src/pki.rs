@@ -88,11 +88,22 @@ impl Pki {
         };
         write_file(&ca.cert, &cert.pem(), 0o644)?;
         write_file(&ca.key, &key.serialize_pem(), 0o600)?;
+        // The key service account tokens are signed with (every apiserver the same).
+        write_file(
+            &dir.join("sa.key"),
+            &KeyPair::generate()?.serialize_pem(),
+            0o600,
+        )?;
         Ok(Pki {
             dir: dir.to_path_buf(),
             issuer: Issuer::new(params, key),
             ca,
         })
+    }
+
+    /// The service account signing key (ECDSA P-256, PEM).
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.join("sa.key")
     }
 
     pub fn ca(&self) -> &CertFiles {

@@ -806,6 +806,67 @@ fn rbac_authorizes_by_roles_and_bindings() {
         "{err}"
     );
 
+    // Service account tokens: issued for an account, accepted until it goes.
+    cp.kubectl_ok(&["create", "serviceaccount", "builder", "-n", "default"])
+        .unwrap();
+    let token = cp
+        .kubectl_ok(&["create", "token", "builder", "-n", "default"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let as_sa = |args: &[&str]| {
+        let flag = format!("--token={token}");
+        let mut all = args.to_vec();
+        all.push(&flag);
+        as_user(&all)
+    };
+    let (ok, out, err) = as_sa(&["auth", "whoami"]);
+    assert!(
+        ok && out.contains("system:serviceaccount:default:builder")
+            && out.contains("system:serviceaccounts:default"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = as_sa(&["get", "pods", "-n", "default"]);
+    assert!(
+        !ok && err.contains(
+            r#"User "system:serviceaccount:default:builder" cannot list resource "pods""#
+        ),
+        "{err}"
+    );
+    cp.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "builder-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:builder",
+        "-n",
+        "default",
+    ])
+    .unwrap();
+    let (ok, out, err) = as_sa(&["get", "pods", "-n", "default"]);
+    assert!(ok, "{out}{err}");
+    let err = cp
+        .kubectl_err(&[
+            "create",
+            "token",
+            "builder",
+            "-n",
+            "default",
+            "--duration=5m",
+        ])
+        .unwrap();
+    assert!(
+        err.contains("may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
+    // The same name made again is another account: the old token no longer works.
+    cp.kubectl_ok(&["delete", "serviceaccount", "builder", "-n", "default"])
+        .unwrap();
+    cp.kubectl_ok(&["create", "serviceaccount", "builder", "-n", "default"])
+        .unwrap();
+    let (ok, _, err) = as_sa(&["get", "pods", "-n", "default"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+
     // Escalation: a namespace admin may grant what it holds there, nothing more.
     cp.kubectl_ok(&["create", "namespace", "team"]).unwrap();
     cp.kubectl_ok(&[

@@ -411,15 +411,15 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         Some(info) => {
             crate::openapi::kind_schema_name(info).ok_or_else(|| format!("no schema for {kind}"))?
         }
-        // The review kinds are not stored, so not in the registry.
-        None => crate::discovery::REVIEWS
-            .iter()
-            .find(|r| r.kind == kind && format!("{}/{}", r.group, r.version) == api_version)
-            .map(|r| {
-                let group = r.group.trim_end_matches(".k8s.io");
-                format!("io.k8s.api.{group}.{}.{kind}", r.version)
-            })
-            .ok_or_else(|| format!("no kind {kind:?} in {api_version:?}"))?,
+        // Kinds not stored (reviews, a TokenRequest) are not in the registry: their
+        // schema name follows the Kubernetes packages' naming.
+        None => {
+            let (group, version) = api_version
+                .rsplit_once('/')
+                .unwrap_or(("core", &api_version));
+            let group = group.trim_end_matches(".k8s.io");
+            format!("io.k8s.api.{group}.{version}.{kind}")
+        }
     };
     let mut obj = decode_message(raw, &ty, 0)?;
     if let Value::Object(m) = &mut obj {

@@ -3,9 +3,10 @@
 //! each of those resources (counted by `api::quota`, as the apiserver's quota admission
 //! counts them; a resource nothing uses is "0").
 //!
-//! Pods, services and claims come from informers: one coming, going or changing what it
-//! uses resyncs the quotas of its namespace. Other kinds a quota counts
-//! (`count/deployments.apps`, `configmaps`, `secrets`, …) are listed when the quota syncs.
+//! Pods, services, claims, config maps and secrets come from informers: one coming,
+//! going or changing what it uses resyncs the quotas of its namespace. Other kinds a
+//! quota counts (`count/deployments.apps`, `count/jobs.batch`, …) are listed when the
+//! quota syncs, so their deletions show at the next event or resync.
 //! Every quota is resynced every `--resource-quota-sync-period` as well, and a namespace's
 //! quotas once a deleted pod's grace period is over (a pod stuck terminating then no
 //! longer counts). The status is written only when its amounts differ, with the quota's
@@ -19,7 +20,8 @@ use client::dynamic::DynamicApi;
 use client::informer::Event;
 use client::{Api, Informer, WorkQueue};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus, Service,
+    ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus,
+    Secret, Service,
 };
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ const WATCHED: &[(&str, &str)] = &[
     ("", "services"),
     ("", "persistentvolumeclaims"),
     ("", "resourcequotas"),
+    ("", "configmaps"),
+    ("", "secrets"),
 ];
 
 /// Resource names that count objects of a core kind without `count/`.
@@ -52,6 +56,8 @@ pub struct ResourceQuotaController {
     pods: Informer<Pod>,
     services: Informer<Service>,
     claims: Informer<PersistentVolumeClaim>,
+    configmaps: Informer<ConfigMap>,
+    secrets: Informer<Secret>,
     queue: WorkQueue<String>,
     period: Duration,
 }
@@ -183,6 +189,8 @@ impl ResourceQuotaController {
             pods: ctx.factory.informer::<Pod>(),
             services: ctx.factory.informer::<Service>(),
             claims: ctx.factory.informer::<PersistentVolumeClaim>(),
+            configmaps: ctx.factory.informer::<ConfigMap>(),
+            secrets: ctx.factory.informer::<Secret>(),
             queue: WorkQueue::default(),
             period,
         };
@@ -237,6 +245,8 @@ impl ResourceQuotaController {
             &c.quotas,
             &c.queue,
         );
+        watch_usage(&c.configmaps, core("configmaps"), &c.quotas, &c.queue);
+        watch_usage(&c.secrets, core("secrets"), &c.quotas, &c.queue);
         c
     }
 
@@ -246,6 +256,8 @@ impl ResourceQuotaController {
             Box::new(self.pods.clone()),
             Box::new(self.services.clone()),
             Box::new(self.claims.clone()),
+            Box::new(self.configmaps.clone()),
+            Box::new(self.secrets.clone()),
         ]
     }
 
@@ -310,6 +322,18 @@ impl ResourceQuotaController {
         Self::charge_cached(&self.claims, claims, ns, &spec, &hard, now, &mut total)?;
         let quotas = core("resourcequotas");
         Self::charge_cached(&self.quotas, quotas, ns, &spec, &hard, now, &mut total)?;
+        let configmaps = core("configmaps");
+        Self::charge_cached(
+            &self.configmaps,
+            configmaps,
+            ns,
+            &spec,
+            &hard,
+            now,
+            &mut total,
+        )?;
+        let secrets = core("secrets");
+        Self::charge_cached(&self.secrets, secrets, ns, &spec, &hard, now, &mut total)?;
         // A kind that cannot be listed keeps its last count (and the sync is retried).
         let mut failed: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
@@ -440,10 +464,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                want("configmaps", &["configmaps", "count/configmaps"]),
                 want("deployments.apps", &["count/deployments.apps"]),
                 want("jobs.batch", &["count/jobs.batch"]),
-                want("secrets", &["secrets"]),
             ]
         );
     }

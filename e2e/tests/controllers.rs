@@ -904,8 +904,22 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
         "exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2",
     );
 
-    // A pod gone is uncounted.
+    // A pod gone is uncounted; so is a config map, as soon as it goes.
     kube.delete("q", "p1");
     wait_used("compute", compute("1", "300m"));
+    let base: usize = configmaps.parse().unwrap();
+    let counted = |n: usize| {
+        expect(&[
+            ("pods", "1"),
+            ("requests.cpu", "300m"),
+            ("count/configmaps", &(base + n).to_string()),
+        ])
+    };
+    cp.kubectl_ok(&["create", "configmap", "settings", "-n", "q"])
+        .unwrap();
+    wait_used("compute", counted(1));
+    cp.kubectl_ok(&["delete", "configmap", "settings", "-n", "q"])
+        .unwrap();
+    wait_used("compute", counted(0));
     assert_eq!(used(kube, "best-effort"), Some(expect(&[("pods", "0")])));
 }

@@ -490,7 +490,8 @@ impl Store {
         self.admit_default_class(info, &obj, &name).await?;
         self.confirm_no_escalation(info, ns, &obj, &name, opts)?;
         if info.namespaced {
-            self.check_namespace(info, ns, &name).await?;
+            let namespace = self.check_namespace(info, ns, &name).await?;
+            Self::admit_pod_security(info, &namespace, &obj, &name)?;
             self.admit_quota(info, ns, &obj, None, &name, dry_run)
                 .await?;
         }

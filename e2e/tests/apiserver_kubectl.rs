@@ -674,6 +674,27 @@ fn storage_networking_autoscaling_and_priority_kinds() {
             && err.contains("pods \"huge\" is forbidden: maximum memory usage per Container is 1Gi, but limit is 2Gi"),
         "{err}"
     );
+    // PodSecurity: a namespace enforcing "restricted" refuses a plain pod, naming every
+    // check it breaks, and admits a hardened one.
+    apply_file(&cp, &run, "secure.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: secure\n  labels: {pod-security.kubernetes.io/enforce: restricted}\n", "apply");
+    let err = cp
+        .kubectl_err(&["run", "plain", "-n", "secure", "--image=busybox:1.36"])
+        .unwrap();
+    assert!(
+        err.contains(r#"pods "plain" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "plain" must set securityContext.allowPrivilegeEscalation=false)"#)
+            && err.contains("runAsNonRoot != true"),
+        "{err}"
+    );
+    cp.kubectl_ok(&[
+        "run",
+        "hardened",
+        "-n",
+        "secure",
+        "--image=busybox:1.36",
+        "--overrides",
+        r#"{"spec":{"securityContext":{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"hardened","image":"busybox:1.36","securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}"#,
+    ])
+    .unwrap();
     let path = write(&run, "big-claim.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: big, namespace: limited}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 20Gi}}\n");
     let err = cp.kubectl_err(&["create", "-f", &path]).unwrap();
     assert!(

@@ -6,6 +6,7 @@
 
 pub mod defaults;
 pub mod limits;
+pub mod podsecurity;
 pub mod validation;
 
 use crate::error::ApiError;

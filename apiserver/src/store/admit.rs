@@ -3,7 +3,7 @@
 //! The pure ones (decode, defaults, validation) are in `crate::admission`.
 
 use super::Store;
-use crate::admission::{defaults, limits};
+use crate::admission::{defaults, limits, podsecurity};
 use crate::auth::Attributes;
 use crate::cache::{decode, Filter, WatchCache};
 use crate::error::{ApiError, Cause, Result};
@@ -145,13 +145,14 @@ impl Store {
         }
     }
 
-    /// 404 when the namespace does not exist, 403 when it is being deleted.
+    /// The namespace a new object goes into: 404 when it does not exist, 403 when it is
+    /// being deleted.
     pub(super) async fn check_namespace(
         &self,
         info: &ResourceInfo,
         ns: &str,
         name: &str,
-    ) -> Result<()> {
+    ) -> Result<Value> {
         let ns_info = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
         let key = ns_info.storage_key("", ns);
         let found = match self.cache(ns_info).get(&key) {
@@ -179,7 +180,7 @@ impl Store {
                 }];
                 Err(e)
             }
-            Some(_) => Ok(()),
+            Some(n) => Ok(n),
         }
     }
 
@@ -259,6 +260,34 @@ impl Store {
                 req.user.name,
                 groups.join(" "),
                 missing.join("\n")
+            ),
+        ))
+    }
+
+    /// PodSecurity admission (see `admission::podsecurity`): a new pod in a namespace
+    /// that enforces a level must meet it.
+    pub(super) fn admit_pod_security(
+        info: &ResourceInfo,
+        namespace: &Value,
+        pod: &Value,
+        name: &str,
+    ) -> Result<()> {
+        if (info.group, info.resource) != ("", "pods") {
+            return Ok(());
+        }
+        let Some((level, version)) = podsecurity::enforced(namespace) else {
+            return Ok(());
+        };
+        let broken = podsecurity::violations(&level, pod);
+        if broken.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::denied(
+            info,
+            name,
+            format!(
+                "violates PodSecurity \"{level}:{version}\": {}",
+                broken.join(", ")
             ),
         ))
     }

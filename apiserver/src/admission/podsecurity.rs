@@ -1,0 +1,408 @@
+//! PodSecurity admission: a namespace labelled `pod-security.kubernetes.io/enforce:
+//! baseline` or `restricted` refuses new pods that break that level of the Pod Security
+//! Standards, listing every check broken in Kubernetes' words (`allowPrivilegeEscalation
+//! != false (container "web" must set securityContext.allowPrivilegeEscalation=false)`).
+//! `privileged` (and no label) allows everything. Every version label reads as the
+//! latest standard.
+
+use serde_json::Value;
+
+/// The enforced level and its version label, if the namespace enforces one.
+pub fn enforced(namespace: &Value) -> Option<(String, String)> {
+    let labels = &namespace["metadata"]["labels"];
+    let level = labels["pod-security.kubernetes.io/enforce"].as_str()?;
+    if !matches!(level, "baseline" | "restricted") {
+        return None;
+    }
+    let version = labels["pod-security.kubernetes.io/enforce-version"]
+        .as_str()
+        .unwrap_or("latest");
+    Some((level.to_string(), version.to_string()))
+}
+
+/// `container "a"` or `containers "a", "b"`.
+fn containers(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.len() {
+        1 => format!("container {}", quoted[0]),
+        _ => format!("containers {}", quoted.join(", ")),
+    }
+}
+
+fn quoted(list: &[String]) -> String {
+    list.iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const BASELINE_CAPS: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+const RESTRICTED_VOLUMES: &[&str] = &[
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+/// The checks of `level` (`baseline` or `restricted`) the pod breaks, in Kubernetes'
+/// order and words; empty when it complies.
+pub fn violations(level: &str, pod: &Value) -> Vec<String> {
+    let spec = &pod["spec"];
+    let psc = &spec["securityContext"];
+    let all: Vec<(&str, &Value)> = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|l| spec[*l].as_array().into_iter().flatten())
+        .map(|c| (c["name"].as_str().unwrap_or(""), c))
+        .collect();
+    let which = |f: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        all.iter()
+            .filter(|(_, c)| f(c))
+            .map(|(n, _)| n.to_string())
+            .collect()
+    };
+    let mut out = Vec::new();
+
+    // Baseline.
+    let hosts: Vec<String> = ["hostNetwork", "hostPID", "hostIPC"]
+        .iter()
+        .filter(|k| spec[**k] == true)
+        .map(|k| format!("{k}=true"))
+        .collect();
+    if !hosts.is_empty() {
+        out.push(format!("host namespaces ({})", hosts.join(", ")));
+    }
+    let privileged = which(&|c| c["securityContext"]["privileged"] == true);
+    if !privileged.is_empty() {
+        out.push(format!(
+            "privileged ({} must not set securityContext.privileged=true)",
+            containers(&privileged)
+        ));
+    }
+    let mut added: Vec<String> = Vec::new();
+    let adding = which(&|c| {
+        let caps = c["securityContext"]["capabilities"]["add"].as_array();
+        caps.into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|cap| !BASELINE_CAPS.contains(&cap))
+    });
+    for (_, c) in &all {
+        let caps = c["securityContext"]["capabilities"]["add"].as_array();
+        for cap in caps.into_iter().flatten().filter_map(Value::as_str) {
+            if !BASELINE_CAPS.contains(&cap) && !added.iter().any(|a| a == cap) {
+                added.push(cap.to_string());
+            }
+        }
+    }
+    if !adding.is_empty() {
+        out.push(format!(
+            "non-default capabilities ({} must not include {} in securityContext.capabilities.add)",
+            containers(&adding),
+            quoted(&added)
+        ));
+    }
+    let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+    let host_paths: Vec<String> = volumes
+        .iter()
+        .filter(|v| v.get("hostPath").is_some())
+        .map(|v| v["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    if !host_paths.is_empty() {
+        let word = if host_paths.len() == 1 {
+            "volume"
+        } else {
+            "volumes"
+        };
+        out.push(format!("hostPath volumes ({word} {})", quoted(&host_paths)));
+    }
+    let mut ports = Vec::new();
+    let host_port_users = which(&|c| {
+        c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["hostPort"].as_i64().unwrap_or(0) != 0)
+    });
+    for (_, c) in &all {
+        for p in c["ports"].as_array().into_iter().flatten() {
+            if let Some(hp) = p["hostPort"].as_i64().filter(|h| *h != 0) {
+                ports.push(hp.to_string());
+            }
+        }
+    }
+    if !host_port_users.is_empty() {
+        let word = if ports.len() == 1 {
+            "hostPort"
+        } else {
+            "hostPorts"
+        };
+        out.push(format!(
+            "hostPort ({} {} {})",
+            containers(&host_port_users),
+            if host_port_users.len() == 1 {
+                "uses"
+            } else {
+                "use"
+            },
+            format_args!("{word} {}", ports.join(", "))
+        ));
+    }
+    let proc_mount = which(&|c| {
+        c["securityContext"]["procMount"]
+            .as_str()
+            .is_some_and(|m| m != "Default")
+    });
+    if !proc_mount.is_empty() {
+        out.push(format!(
+            "procMount ({} must not set securityContext.procMount to \"Unmasked\")",
+            containers(&proc_mount)
+        ));
+    }
+    let unconfined = |sc: &Value| sc["seccompProfile"]["type"] == "Unconfined";
+    let unconfined_containers = which(&|c| unconfined(&c["securityContext"]));
+    if unconfined(psc) || !unconfined_containers.is_empty() {
+        let who = if unconfined(psc) {
+            "pod".to_string()
+        } else {
+            containers(&unconfined_containers)
+        };
+        out.push(format!(
+            "seccompProfile ({who} must not set securityContext.seccompProfile.type to \"Unconfined\")"
+        ));
+    }
+    let sysctls: Vec<String> = psc["sysctls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .filter(|n| !SAFE_SYSCTLS.contains(n))
+        .map(str::to_string)
+        .collect();
+    if !sysctls.is_empty() {
+        out.push(format!("forbidden sysctls ({})", sysctls.join(", ")));
+    }
+    if level != "restricted" {
+        return out;
+    }
+
+    // Restricted.
+    let restricted: Vec<String> = volumes
+        .iter()
+        .filter(|v| {
+            v.as_object().is_some_and(|o| {
+                o.keys()
+                    .filter(|k| k.as_str() != "name")
+                    .any(|k| !RESTRICTED_VOLUMES.contains(&k.as_str()))
+            })
+        })
+        .map(|v| v["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    if !restricted.is_empty() {
+        let types: Vec<String> = volumes
+            .iter()
+            .filter_map(Value::as_object)
+            .flat_map(|o| o.keys())
+            .filter(|k| k.as_str() != "name" && !RESTRICTED_VOLUMES.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let word = if restricted.len() == 1 {
+            "volume"
+        } else {
+            "volumes"
+        };
+        out.push(format!(
+            "restricted volume types ({word} {} {} restricted volume type {})",
+            quoted(&restricted),
+            if restricted.len() == 1 { "uses" } else { "use" },
+            quoted(&types)
+        ));
+    }
+    let escalating = which(&|c| c["securityContext"]["allowPrivilegeEscalation"] != false);
+    if !escalating.is_empty() {
+        out.push(format!(
+            "allowPrivilegeEscalation != false ({} must set securityContext.allowPrivilegeEscalation=false)",
+            containers(&escalating)
+        ));
+    }
+    let drop_all = |c: &Value| {
+        c["securityContext"]["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "ALL"))
+    };
+    let not_dropping = which(&|c| !drop_all(c));
+    let adding_more = which(&|c| {
+        c["securityContext"]["capabilities"]["add"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x != "NET_BIND_SERVICE")
+    });
+    if !not_dropping.is_empty() || !adding_more.is_empty() {
+        let mut parts = Vec::new();
+        if !not_dropping.is_empty() {
+            parts.push(format!(
+                "{} must set securityContext.capabilities.drop=[\"ALL\"]",
+                containers(&not_dropping)
+            ));
+        }
+        if !adding_more.is_empty() {
+            parts.push(format!(
+                "{} must not include {} in securityContext.capabilities.add",
+                containers(&adding_more),
+                quoted(&added_beyond_bind(&all))
+            ));
+        }
+        out.push(format!("unrestricted capabilities ({})", parts.join("; ")));
+    }
+    let pod_non_root = psc["runAsNonRoot"] == true;
+    let not_non_root = which(&|c| {
+        let v = &c["securityContext"]["runAsNonRoot"];
+        v == false || (v.is_null() && !pod_non_root)
+    });
+    if psc["runAsNonRoot"] == false || !not_non_root.is_empty() {
+        let who = if not_non_root.len() == all.len() && !pod_non_root {
+            format!("pod or {}", containers(&not_non_root))
+        } else {
+            containers(&not_non_root)
+        };
+        out.push(format!(
+            "runAsNonRoot != true ({who} must set securityContext.runAsNonRoot=true)"
+        ));
+    }
+    let root_users = which(&|c| c["securityContext"]["runAsUser"] == 0);
+    if psc["runAsUser"] == 0 || !root_users.is_empty() {
+        let who = if psc["runAsUser"] == 0 {
+            "pod".to_string()
+        } else {
+            containers(&root_users)
+        };
+        out.push(format!("runAsUser=0 ({who} must not set runAsUser=0)"));
+    }
+    let confined = |sc: &Value| {
+        matches!(
+            sc["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault" | "Localhost")
+        )
+    };
+    let pod_confined = confined(psc);
+    let unconfined_restricted = which(&|c| {
+        let t = &c["securityContext"]["seccompProfile"]["type"];
+        if t.is_null() {
+            !pod_confined
+        } else {
+            !confined(&c["securityContext"])
+        }
+    });
+    if !unconfined_restricted.is_empty() {
+        let who = if unconfined_restricted.len() == all.len() && !pod_confined {
+            format!("pod or {}", containers(&unconfined_restricted))
+        } else {
+            containers(&unconfined_restricted)
+        };
+        out.push(format!(
+            "seccompProfile ({who} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"
+        ));
+    }
+    out
+}
+
+fn added_beyond_bind(all: &[(&str, &Value)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, c) in all {
+        let caps = c["securityContext"]["capabilities"]["add"].as_array();
+        for cap in caps.into_iter().flatten().filter_map(Value::as_str) {
+            if cap != "NET_BIND_SERVICE" && !out.iter().any(|o| o == cap) {
+                out.push(cap.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn restricted_lists_every_check_a_plain_pod_breaks() {
+        let pod = json!({"spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+        assert!(violations("baseline", &pod).is_empty());
+        assert_eq!(
+            violations("restricted", &pod),
+            vec![
+                r#"allowPrivilegeEscalation != false (container "web" must set securityContext.allowPrivilegeEscalation=false)"#,
+                r#"unrestricted capabilities (container "web" must set securityContext.capabilities.drop=["ALL"])"#,
+                r#"runAsNonRoot != true (pod or container "web" must set securityContext.runAsNonRoot=true)"#,
+                r#"seccompProfile (pod or container "web" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")"#,
+            ]
+        );
+        let hardened = json!({"spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "web", "image": "nginx", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}});
+        assert!(violations("restricted", &hardened).is_empty());
+    }
+
+    #[test]
+    fn baseline_refuses_host_access_and_privilege() {
+        let pod = json!({"spec": {"hostNetwork": true, "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+            "containers": [
+                {"name": "a", "securityContext": {"privileged": true, "capabilities": {"add": ["NET_ADMIN", "CHOWN"]}}},
+                {"name": "b", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}});
+        assert_eq!(
+            violations("baseline", &pod),
+            vec![
+                "host namespaces (hostNetwork=true)",
+                r#"privileged (container "a" must not set securityContext.privileged=true)"#,
+                r#"non-default capabilities (container "a" must not include "NET_ADMIN" in securityContext.capabilities.add)"#,
+                r#"hostPath volumes (volume "root")"#,
+                r#"hostPort (container "b" uses hostPort 8080)"#,
+            ]
+        );
+        let labels = |l: Value| json!({"metadata": {"labels": l}});
+        assert_eq!(
+            enforced(&labels(
+                json!({"pod-security.kubernetes.io/enforce": "restricted"})
+            )),
+            Some(("restricted".into(), "latest".into()))
+        );
+        assert_eq!(
+            enforced(&labels(
+                json!({"pod-security.kubernetes.io/enforce": "privileged"})
+            )),
+            None
+        );
+    }
+}

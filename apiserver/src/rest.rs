@@ -553,7 +553,8 @@ async fn serve(
             let body = decode_body(&content_type, &bytes)?;
             match (t.name.as_deref(), sub) {
                 (None, "") => {
-                    let warnings = validation.check(info, &body)?;
+                    let mut warnings = validation.check(info, &body)?;
+                    warnings.extend(store.pod_security_warnings(info, ns, &body));
                     let o = store.create(info, ns, body, &write).await?;
                     Ok(with_warnings(json_response(201, &o), &warnings))
                 }
@@ -595,7 +596,10 @@ async fn serve(
                 return Ok(json_response(200, &scale));
             }
             let body = decode_body(&content_type, &bytes)?;
-            let warnings = validation.check(info, &body)?;
+            let mut warnings = validation.check(info, &body)?;
+            if sub.is_empty() && info.kind != "Pod" {
+                warnings.extend(store.pod_security_warnings(info, ns, &body));
+            }
             let o = store.update(info, ns, name, sub, body, &write).await?;
             Ok(with_warnings(json_response(200, &o), &warnings))
         }

@@ -695,6 +695,35 @@ fn storage_networking_autoscaling_and_priority_kinds() {
         r#"{"spec":{"securityContext":{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"hardened","image":"busybox:1.36","securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}"#,
     ])
     .unwrap();
+    // A workload whose pods would be refused is admitted with Kubernetes' warning; a
+    // level that does not exist is refused on the namespace.
+    let (ok, _, err) = cp
+        .kubectl(&[
+            "create",
+            "deployment",
+            "plain",
+            "-n",
+            "secure",
+            "--image=busybox:1.36",
+        ])
+        .unwrap();
+    assert!(
+        ok && err.contains(r#"Warning: would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false"#),
+        "{err}"
+    );
+    let err = cp
+        .kubectl_err(&[
+            "label",
+            "namespace",
+            "secure",
+            "--overwrite",
+            "pod-security.kubernetes.io/enforce=strict",
+        ])
+        .unwrap();
+    assert!(
+        err.contains("must be one of privileged, baseline, restricted"),
+        "{err}"
+    );
     let path = write(&run, "big-claim.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: big, namespace: limited}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 20Gi}}\n");
     let err = cp.kubectl_err(&["create", "-f", &path]).unwrap();
     assert!(

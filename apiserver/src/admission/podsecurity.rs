@@ -1,23 +1,102 @@
 //! PodSecurity admission: a namespace labelled `pod-security.kubernetes.io/enforce:
 //! baseline` or `restricted` refuses new pods that break that level of the Pod Security
 //! Standards, listing every check broken in Kubernetes' words (`allowPrivilegeEscalation
-//! != false (container "web" must set securityContext.allowPrivilegeEscalation=false)`).
-//! `privileged` (and no label) allows everything. Every version label reads as the
-//! latest standard.
+//! != false (container "web" must set securityContext.allowPrivilegeEscalation=false)`);
+//! the `warn` label turns the same findings into warnings, and a workload (deployment,
+//! job, ...) whose pod template breaks the enforced or warned level is admitted with a
+//! warning. `privileged` (and no label) allows everything. Every version label reads as
+//! the latest standard.
 
 use serde_json::Value;
 
-/// The enforced level and its version label, if the namespace enforces one.
-pub fn enforced(namespace: &Value) -> Option<(String, String)> {
+const LEVELS: &[&str] = &["privileged", "baseline", "restricted"];
+
+/// The level a namespace sets for `mode` (`enforce`, `warn`) and its version label, if
+/// it restricts anything.
+pub fn level(namespace: &Value, mode: &str) -> Option<(String, String)> {
     let labels = &namespace["metadata"]["labels"];
-    let level = labels["pod-security.kubernetes.io/enforce"].as_str()?;
+    let level = labels[format!("pod-security.kubernetes.io/{mode}")].as_str()?;
     if !matches!(level, "baseline" | "restricted") {
         return None;
     }
-    let version = labels["pod-security.kubernetes.io/enforce-version"]
+    let version = labels[format!("pod-security.kubernetes.io/{mode}-version")]
         .as_str()
         .unwrap_or("latest");
     Some((level.to_string(), version.to_string()))
+}
+
+/// What is wrong with a namespace's pod-security labels, as (label, value, allowed).
+pub fn bad_labels(namespace: &Value) -> Vec<(String, Value, &'static str)> {
+    let mut out = Vec::new();
+    let labels = namespace["metadata"]["labels"].as_object();
+    for (k, v) in labels.into_iter().flatten() {
+        let Some(mode) = k.strip_prefix("pod-security.kubernetes.io/") else {
+            continue;
+        };
+        let text = v.as_str().unwrap_or("");
+        match mode {
+            "enforce" | "warn" | "audit" if !LEVELS.contains(&text) => out.push((
+                k.clone(),
+                v.clone(),
+                "must be one of privileged, baseline, restricted",
+            )),
+            "enforce-version" | "warn-version" | "audit-version"
+                if text != "latest"
+                    && !text.strip_prefix("v1.").is_some_and(|m| {
+                        !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())
+                    }) =>
+            {
+                out.push((k.clone(), v.clone(), "must be \"latest\" or \"v1.x\""))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The pod template of a workload kind (the object itself for a pod).
+pub fn pod_of<'a>(kind: &str, obj: &'a Value) -> Option<&'a Value> {
+    match kind {
+        "Pod" => Some(obj),
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
+        | "ReplicationController" => Some(&obj["spec"]["template"]),
+        "PodTemplate" => Some(&obj["template"]),
+        "CronJob" => Some(&obj["spec"]["jobTemplate"]["spec"]["template"]),
+        _ => None,
+    }
+    .filter(|p| p.is_object())
+}
+
+/// The warnings a new object of `kind` earns in `namespace`: a pod for the `warn` level,
+/// a workload's template for the stricter of `enforce` and `warn` (workloads are never
+/// refused: their pods are).
+pub fn warnings(namespace: &Value, kind: &str, obj: &Value) -> Vec<String> {
+    let Some(pod) = pod_of(kind, obj) else {
+        return Vec::new();
+    };
+    let mut levels = vec![level(namespace, "warn")];
+    if kind != "Pod" {
+        levels.push(level(namespace, "enforce"));
+    }
+    let Some((level, version)) = levels
+        .into_iter()
+        .flatten()
+        .max_by_key(|(l, _)| LEVELS.iter().position(|x| x == l))
+    else {
+        return Vec::new();
+    };
+    let broken = violations(&level, pod);
+    if broken.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "would violate PodSecurity \"{level}:{version}\": {}",
+        broken.join(", ")
+    )]
 }
 
 /// `container "a"` or `containers "a", "b"`.
@@ -393,16 +472,38 @@ mod tests {
         );
         let labels = |l: Value| json!({"metadata": {"labels": l}});
         assert_eq!(
-            enforced(&labels(
-                json!({"pod-security.kubernetes.io/enforce": "restricted"})
-            )),
+            level(
+                &labels(json!({"pod-security.kubernetes.io/enforce": "restricted"})),
+                "enforce"
+            ),
             Some(("restricted".into(), "latest".into()))
         );
         assert_eq!(
-            enforced(&labels(
-                json!({"pod-security.kubernetes.io/enforce": "privileged"})
-            )),
+            level(
+                &labels(json!({"pod-security.kubernetes.io/enforce": "privileged"})),
+                "enforce"
+            ),
             None
         );
+        let bad = labels(json!({"pod-security.kubernetes.io/enforce": "strict",
+            "pod-security.kubernetes.io/warn-version": "v1.29", "pod-security.kubernetes.io/audit-version": "1.29"}));
+        let found: Vec<String> = bad_labels(&bad).into_iter().map(|b| b.0).collect();
+        assert_eq!(
+            found,
+            vec![
+                "pod-security.kubernetes.io/audit-version",
+                "pod-security.kubernetes.io/enforce"
+            ]
+        );
+        // A deployment in a namespace enforcing baseline: admitted, with a warning.
+        let ns = labels(json!({"pod-security.kubernetes.io/enforce": "baseline"}));
+        let deploy = json!({"spec": {"template": {"spec": {"hostNetwork": true, "containers": [{"name": "c"}]}}}});
+        assert_eq!(
+            warnings(&ns, "Deployment", &deploy),
+            vec![
+                r#"would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#
+            ]
+        );
+        assert!(warnings(&ns, "Pod", &deploy["spec"]["template"]).is_empty());
     }
 }

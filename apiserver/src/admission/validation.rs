@@ -317,6 +317,15 @@ fn kind_rules(info: &ResourceInfo, v: &Value, out: &mut Vec<Cause>) {
     match (info.group, info.kind) {
         ("", "Pod") => pod_spec("spec", spec, out),
         ("", "Service") => service(spec, out),
+        ("", "Namespace") => {
+            for (label, value, why) in super::podsecurity::bad_labels(v) {
+                out.push(Cause::invalid(
+                    format!("metadata.labels[{label}]"),
+                    &value,
+                    why,
+                ));
+            }
+        }
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
             non_negative("spec.replicas", &spec["replicas"], out);
             selector_matches_template(info.kind, spec, out);

@@ -275,7 +275,7 @@ impl Store {
         if (info.group, info.resource) != ("", "pods") {
             return Ok(());
         }
-        let Some((level, version)) = podsecurity::enforced(namespace) else {
+        let Some((level, version)) = podsecurity::level(namespace, "enforce") else {
             return Ok(());
         };
         let broken = podsecurity::violations(&level, pod);
@@ -290,6 +290,19 @@ impl Store {
                 broken.join(", ")
             ),
         ))
+    }
+
+    /// The PodSecurity warnings a new object earns (`warn` level for pods, enforced or
+    /// warned level for workloads' templates); none if its namespace is not known yet.
+    pub fn pod_security_warnings(&self, info: &ResourceInfo, ns: &str, obj: &Value) -> Vec<String> {
+        if !info.namespaced || podsecurity::pod_of(info.kind, obj).is_none() {
+            return Vec::new();
+        }
+        let namespaces = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
+        match self.cache(namespaces).get(&namespaces.storage_key("", ns)) {
+            Some(namespace) => podsecurity::warnings(&namespace, info.kind, obj),
+            None => Vec::new(),
+        }
     }
 
     /// LimitRanger admission (see `admission::limits`) for pods and claims.

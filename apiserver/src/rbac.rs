@@ -8,9 +8,10 @@
 //! where the rule lists them, the object's name. Users of `system:masters` are allowed
 //! everything, as Kubernetes' privileged-group authorizer does. Roles and bindings are
 //! read from the watch caches on every request, so a new binding counts at once.
-//! A ClusterRole with an `aggregationRule` also carries the rules of the cluster roles
-//! its selectors match (read when authorizing; Kubernetes' aggregation controller writes
-//! them into the role instead).
+//! A ClusterRole with an `aggregationRule` has the rules the controller-manager's
+//! `clusterrole-aggregation` writes into it, as in Kubernetes; the default `view`, `edit`
+//! and `admin` are aggregated (from `system:aggregate-to-*` and each other) and start with
+//! the rules that aggregation gives them, so an apiserver alone authorizes them fully.
 
 use crate::auth::{Attributes, Authorizer, Decision, User};
 use crate::cache::Filter;
@@ -54,33 +55,8 @@ pub fn role_rules(store: &Store, kind: &str, namespace: &str, name: &str) -> Vec
 
 fn cluster_role_rules(store: &Store, name: &str) -> Vec<Value> {
     let info = api::registry::by_resource(GROUP, "v1", "clusterroles").expect("clusterroles");
-    let Some(role) = store.cache(info).get(&info.storage_key("", name)) else {
-        return Vec::new();
-    };
-    let mut out = rules(&role);
-    let selectors = role["aggregationRule"]["clusterRoleSelectors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !selectors.is_empty() {
-        for other in objects(store, "clusterroles", None) {
-            if other["metadata"]["name"] == role["metadata"]["name"] {
-                continue;
-            }
-            let labels = &other["metadata"]["labels"];
-            let label = |k: &str| labels[k].as_str();
-            let picked = selectors.iter().any(|s| {
-                serde_json::from_value(s.clone())
-                    .ok()
-                    .and_then(|sel| api::LabelSelector::from_label_selector(Some(&sel)).ok())
-                    .is_some_and(|sel| sel.matches_by(&label))
-            });
-            if picked {
-                out.extend(rules(&other));
-            }
-        }
-    }
-    out
+    let role = store.cache(info).get(&info.storage_key("", name));
+    role.map(|r| rules(&r)).unwrap_or_default()
 }
 
 /// Every rule bound to `user` in `namespace` (cluster-wide bindings only for "").
@@ -456,16 +432,37 @@ pub fn defaults() -> Vec<(&'static str, Value)> {
     let view = view_rules();
     let mut edit = view.clone();
     edit.extend(edit_rules());
-    let mut admin = edit.clone();
     // Not `escalate` or `bind`: an admin grants only what it holds.
-    admin.push(rule(&[GROUP], &["roles", "rolebindings"], READ));
-    admin.push(rule(&[GROUP], &["roles", "rolebindings"], WRITE));
-    admin.push(rule(&[""], &["resourcequotas", "limitranges"], READ));
-    admin.push(rule(
-        &["authorization.k8s.io"],
-        &["localsubjectaccessreviews"],
-        &["create"],
-    ));
+    let admin_only = vec![
+        rule(&[GROUP], &["roles", "rolebindings"], READ),
+        rule(&[GROUP], &["roles", "rolebindings"], WRITE),
+        rule(&[""], &["resourcequotas", "limitranges"], READ),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews"],
+            &["create"],
+        ),
+    ];
+    let mut admin = edit.clone();
+    admin.extend(admin_only.clone());
+    // view, edit and admin aggregate the `system:aggregate-to-*` roles (and view is
+    // picked by edit, edit by admin), as Kubernetes' default policy has it.
+    let aggregate = |name: &str, to: &str, also: Option<&str>, rules: Vec<Value>| {
+        let mut r = role(name, rules);
+        r["aggregationRule"] = json!({"clusterRoleSelectors": [
+            {"matchLabels": {format!("rbac.authorization.k8s.io/aggregate-to-{to}"): "true"}}]});
+        if let Some(label) = also {
+            r["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{label}")] =
+                json!("true");
+        }
+        r
+    };
+    let part = |to: &str, rules: Vec<Value>| {
+        let mut r = role(&format!("system:aggregate-to-{to}"), rules);
+        r["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{to}")] =
+            json!("true");
+        r
+    };
     let mut cluster_admin = role("cluster-admin", vec![rule(ALL, ALL, ALL)]);
     cluster_admin["rules"]
         .as_array_mut()
@@ -504,9 +501,18 @@ pub fn defaults() -> Vec<(&'static str, Value)> {
     ];
     vec![
         ("clusterroles", cluster_admin),
-        ("clusterroles", role("admin", admin)),
-        ("clusterroles", role("edit", edit)),
-        ("clusterroles", role("view", view)),
+        ("clusterroles", aggregate("admin", "admin", None, admin)),
+        (
+            "clusterroles",
+            aggregate("edit", "edit", Some("admin"), edit),
+        ),
+        (
+            "clusterroles",
+            aggregate("view", "view", Some("edit"), view.clone()),
+        ),
+        ("clusterroles", part("view", view)),
+        ("clusterroles", part("edit", edit_rules())),
+        ("clusterroles", part("admin", admin_only)),
         (
             "clusterroles",
             role(

@@ -3,12 +3,13 @@
 //! Owns: each controller as a module (`replicaset`, `deployment`, `endpoints`,
 //! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`,
 //! `job`, `cronjob` with its `cron` schedules, `daemonset`, `statefulset`, `podgc`,
-//! `persistentvolume` (the binder), `resourcequota`) on shared
+//! `persistentvolume` (the binder), `resourcequota`, `clusterroleaggregation`) on shared
 //! informers and work queues (`controller` holds the worker loop and expectations),
 //! leader election on `kube-system/kube-controller-manager`.
 //!
 //! Must not: talk to anything but the apiserver, or act while it is not the leader.
 
+pub mod clusterroleaggregation;
 pub mod controller;
 pub mod cron;
 pub mod cronjob;
@@ -106,6 +107,7 @@ pub const ALL: &[&str] = &[
     "podgc",
     "persistentvolume-binder",
     "resourcequota",
+    "clusterrole-aggregation",
 ];
 
 /// Resolves `--controllers` (`*`, names, `-name`) to the controllers to run.
@@ -274,6 +276,11 @@ async fn run_async(
         "resourcequota",
         resourcequota::ResourceQuotaController::new(&ctx, config.resource_quota_sync_period),
         config.concurrent_resource_quota_syncs
+    );
+    controller!(
+        "clusterrole-aggregation",
+        clusterroleaggregation::ClusterRoleAggregationController::new(&ctx),
+        1
     );
     let refs: Vec<&dyn client::informer::Startable> =
         informers.iter().map(|b| b.as_ref()).collect();

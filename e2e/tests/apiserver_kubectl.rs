@@ -753,7 +753,7 @@ spec:
 
 /// RBAC (`--authorization-mode=RBAC`): the default roles exist, a user is refused until
 /// a binding grants it a role (Kubernetes' texts), `kubectl auth can-i` answers from the
-/// same rules, and an aggregated cluster role carries the rules its selector picks.
+/// same rules.
 #[test]
 fn rbac_authorizes_by_roles_and_bindings() {
     let run = RunDir::temp("apiserver-rbac").unwrap();
@@ -978,37 +978,4 @@ fn rbac_authorizes_by_roles_and_bindings() {
         ),
         "{err}"
     );
-
-    // An aggregated cluster role: its rules are those of the roles its selector picks.
-    apply_file(&cp, &run, "aggregated.yaml", AGGREGATED, "apply");
-    let (ok, out, err) = as_user(&["get", "nodes"]);
-    assert!(ok, "{out}{err}");
-    let (_, out, _) = as_user(&["auth", "can-i", "delete", "nodes"]);
-    assert_eq!(out.trim(), "no");
 }
-
-const AGGREGATED: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: monitoring}
-aggregationRule:
-  clusterRoleSelectors:
-  - matchLabels: {rbac.example.com/aggregate-to-monitoring: "true"}
-rules: []
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: node-reader
-  labels: {rbac.example.com/aggregate-to-monitoring: "true"}
-rules:
-- apiGroups: [""]
-  resources: [nodes]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: dev-monitoring}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: monitoring}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: dev}
-"#;

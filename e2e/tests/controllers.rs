@@ -3,7 +3,8 @@
 //! deployments scaled, rolled (maxSurge/maxUnavailable checked at every step) and
 //! rolled back with kubectl; the three cascading deletes; namespace deletion; default
 //! service accounts; endpoints and slices following readiness; node CIDRs; pod GC;
-//! volume binding; resource quota usage (and what quota admission refuses).
+//! volume binding; resource quota usage (and what quota admission refuses); cluster role
+//! aggregation.
 
 use client::{Api, DeleteParams};
 use e2e::apiserver::ControlPlane;
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::{
     ResourceQuota, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -923,3 +925,69 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
     wait_used("compute", counted(0));
     assert_eq!(used(kube, "best-effort"), Some(expect(&[("pods", "0")])));
 }
+
+#[test]
+fn cluster_roles_aggregate_the_rules_their_selectors_pick() {
+    let e = env("ctl-aggregate", 0);
+    let (kube, cp) = (&e.kube, &e.cp);
+    cp.kubectl_ok(&["apply", "-f", &write(&e.run, "aggregated.yaml", AGGREGATED)])
+        .unwrap();
+    let roles: Api<ClusterRole> = Api::all(kube.client.clone());
+    let nodes_rule = |k: &TestClient, name: &str| -> Option<()> {
+        let role = k.rt.block_on(roles.get_opt(name)).unwrap()?;
+        role.rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|x| x == "nodes"))
+            .then_some(())
+    };
+    // A role of one's own aggregating another.
+    kube.wait("monitoring to carry node-reader's rule", |k| {
+        nodes_rule(k, "monitoring")
+    });
+    // A role labelled aggregate-to-view extends view, and through it edit and admin.
+    for name in ["view", "edit", "admin"] {
+        kube.wait(&format!("{name} to carry node-viewer's rule"), |k| {
+            nodes_rule(k, name)
+        });
+    }
+    let edit = kube.rt.block_on(roles.get("edit")).unwrap();
+    assert!(
+        edit.rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|x| x == "secrets")
+                && r.verbs.iter().any(|v| v == "create")),
+        "edit keeps its own rules: {:?}",
+        edit.rules
+    );
+}
+
+const AGGREGATED: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: monitoring}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {rbac.example.com/aggregate-to-monitoring: "true"}
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: node-reader
+  labels: {rbac.example.com/aggregate-to-monitoring: "true"}
+rules:
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: node-viewer
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list, watch]
+"#;

@@ -233,6 +233,15 @@ fn columns(resource: &str) -> Vec<Col> {
             c("PreemptionPolicy", "string", 0),
         ],
         "runtimeclasses" => vec![name, c("Handler", "string", 0), age],
+        "roles" | "clusterroles" => vec![name, c("Created At", "date", 0)],
+        "rolebindings" | "clusterrolebindings" => vec![
+            name,
+            c("Role", "string", 0),
+            age,
+            c("Users", "string", 1),
+            c("Groups", "string", 1),
+            c("ServiceAccounts", "string", 1),
+        ],
         _ => vec![name, age],
     }
 }
@@ -571,6 +580,33 @@ fn service_cells(o: &Value) -> Vec<Value> {
         json!(or_none(ports.join(","))),
         json!(since(&o["metadata"]["creationTimestamp"])),
         json!(map_selector(&spec["selector"])),
+    ]
+}
+
+/// A binding's role (`ClusterRole/view`), age, and its subjects by kind.
+fn binding_cells(o: &Value, age: Value) -> Vec<Value> {
+    let subjects = o["subjects"].as_array().cloned().unwrap_or_default();
+    let of = |kind: &str| {
+        let names: Vec<String> = subjects
+            .iter()
+            .filter(|x| x["kind"] == kind)
+            .map(|x| match kind {
+                "ServiceAccount" => format!("{}/{}", s(&x["namespace"]), s(&x["name"])),
+                _ => s(&x["name"]),
+            })
+            .collect();
+        json!(names.join(", "))
+    };
+    vec![
+        json!(format!(
+            "{}/{}",
+            s(&o["roleRef"]["kind"]),
+            s(&o["roleRef"]["name"])
+        )),
+        age,
+        of("User"),
+        of("Group"),
+        of("ServiceAccount"),
     ]
 }
 
@@ -963,6 +999,8 @@ fn cells(resource: &str, o: &Value) -> Vec<Value> {
             json!(s(&o["preemptionPolicy"])),
         ],
         "runtimeclasses" => vec![json!(s(&o["handler"])), age()],
+        "roles" | "clusterroles" => vec![json!(s(&o["metadata"]["creationTimestamp"]))],
+        "rolebindings" | "clusterrolebindings" => binding_cells(o, age()),
         _ => vec![age()],
     };
     row.extend(rest);
@@ -1042,6 +1080,24 @@ mod tests {
         assert_eq!(c[3], "2");
         assert_eq!(c[5], "10.244.0.5");
         assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn bindings_show_their_role_and_subjects() {
+        let b = json!({"metadata": {"name": "dev-view", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "dev"}, {"kind": "User", "name": "alice"},
+                {"kind": "ServiceAccount", "name": "builder", "namespace": "ci"}]});
+        let row = cells("rolebindings", &b);
+        assert_eq!(row[0], "dev-view");
+        assert_eq!(row[1], "ClusterRole/view");
+        assert_eq!(
+            &row[3..],
+            &[json!("alice"), json!("dev"), json!("ci/builder")]
+        );
+        assert_eq!(columns("rolebindings").len(), row.len());
+        let r = cells("clusterroles", &b);
+        assert_eq!(r, vec![json!("dev-view"), json!("2020-01-01T00:00:00Z")]);
     }
 
     #[test]

@@ -808,6 +808,17 @@ fn rbac_authorizes_by_roles_and_bindings() {
     .unwrap();
     let (ok, out, err) = as_user(&["get", "pods", "-n", "default"]);
     assert!(ok, "{out}{err}");
+    let wide = cp
+        .kubectl_ok(&["get", "rolebindings", "-n", "default", "-o", "wide"])
+        .unwrap();
+    assert!(
+        wide.starts_with("NAME")
+            && wide.contains("SERVICEACCOUNTS")
+            && wide.lines().any(|l| l.starts_with("dev-view")
+                && l.contains("ClusterRole/view")
+                && l.contains("dev")),
+        "{wide}"
+    );
     let (ok, out, _) = as_user(&["auth", "can-i", "list", "pods", "-n", "default"]);
     assert!(ok && out.trim() == "yes", "{out}");
     let (_, out, _) = as_user(&["auth", "can-i", "create", "pods", "-n", "default"]);

@@ -137,6 +137,8 @@ pub struct Attributes<'a> {
     pub subresource: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    /// A non-resource request's path (`/metrics`, `/apis`); "" for a resource request.
+    pub path: &'a str,
 }
 
 /// Who makes a write, with the authorizer that judged the request: what the RBAC
@@ -279,6 +281,7 @@ pub fn impersonate(
             subresource: "",
             namespace,
             name: object,
+            path: "",
         };
         authorizer.authorize(&attrs).map_err(|why| {
             crate::error::ApiError::forbidden(forbidden_message(&attrs, resource, &why))
@@ -309,6 +312,17 @@ pub fn impersonate(
 /// get resource "pods" in API group "" in the namespace "default"`, then the reason if an
 /// authorizer gave one.
 pub fn forbidden_message(attrs: &Attributes<'_>, qualified_resource: &str, why: &str) -> String {
+    if !attrs.path.is_empty() {
+        let mut m = format!(
+            "forbidden: User \"{}\" cannot {} path \"{}\"",
+            attrs.user.name, attrs.verb, attrs.path
+        );
+        if !why.is_empty() {
+            m.push_str(": ");
+            m.push_str(why);
+        }
+        return m;
+    }
     let object = if attrs.name.is_empty() {
         qualified_resource.to_string()
     } else {
@@ -373,6 +387,7 @@ mod tests {
             subresource: "log",
             namespace: "default",
             name: "web",
+            path: "",
         };
         let deny = chain(&modes, || Box::new(AlwaysAllow));
         let why = deny.authorize(&attrs).unwrap_err();

@@ -123,6 +123,7 @@ pub fn self_subject_access_review(
             subresource: &subresource,
             namespace: &namespace,
             name: &name,
+            path: "",
         };
         if let Err(why) = authorizer.authorize(&attrs) {
             review["status"] = json!({"allowed": false});

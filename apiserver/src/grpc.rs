@@ -135,6 +135,7 @@ impl Grpc {
             subresource: &r.subresource,
             namespace: &r.namespace,
             name: &r.name,
+            path: "",
         };
         self.server.authorizer.authorize(&attrs).map_err(|why| {
             ApiError::forbidden(crate::auth::forbidden_message(

@@ -118,6 +118,9 @@ fn names(binding: &Value, user: &User) -> bool {
 
 /// Whether one rule allows the request.
 pub fn allows(rule: &Value, attrs: &Attributes<'_>) -> bool {
+    if !attrs.path.is_empty() {
+        return grant_covered(rule, attrs.verb, None, attrs.path, "");
+    }
     if !listed(&rule["verbs"], attrs.verb) || !listed(&rule["apiGroups"], attrs.group) {
         return false;
     }
@@ -531,6 +534,43 @@ pub fn defaults() -> Vec<(&'static str, Value)> {
         ("clusterroles", role("system:kube-scheduler", scheduler)),
         (
             "clusterroles",
+            role(
+                "system:discovery",
+                vec![
+                    json!({"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*",
+                    "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version",
+                    "/version/"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:monitoring",
+                vec![
+                    json!({"nonResourceURLs": ["/healthz", "/healthz/*", "/livez",
+                    "/livez/*", "/metrics", "/readyz", "/readyz/*"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            bind(
+                "system:discovery",
+                "system:discovery",
+                group("system:authenticated"),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            bind(
+                "system:monitoring",
+                "system:monitoring",
+                group("system:monitoring"),
+            ),
+        ),
+        (
+            "clusterroles",
             role("system:kube-controller-manager", vec![rule(ALL, ALL, ALL)]),
         ),
         (
@@ -584,6 +624,7 @@ mod tests {
             subresource: sub,
             namespace: "dev",
             name,
+            path: "",
         }
     }
 
@@ -610,6 +651,18 @@ mod tests {
             &attrs(&u, "update", "configmaps", "", "other")
         ));
         assert!(!allows(&named, &attrs(&u, "list", "configmaps", "", "")));
+        let urls = json!({"nonResourceURLs": ["/apis/*", "/version"], "verbs": ["get"]});
+        let path = |p: &'static str| Attributes {
+            path: p,
+            ..attrs(&u, "get", "", "", "")
+        };
+        assert!(allows(&urls, &path("/apis/apps/v1")));
+        assert!(allows(&urls, &path("/version")));
+        assert!(!allows(&urls, &path("/metrics")));
+        assert!(
+            !allows(&r, &path("/version")),
+            "a resource rule grants no path"
+        );
     }
 
     #[test]

@@ -305,6 +305,33 @@ async fn route(
         .unwrap_or("")
         .to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // What is not a resource (discovery, OpenAPI, /metrics) is authorized by its path;
+    // a review by its kind.
+    let review = discovery::Review::at(&segs);
+    if parse_target(&segs).is_none() {
+        let verb = match review {
+            Some(_) => "create",
+            None => "get",
+        };
+        let attrs = Attributes {
+            user: &user,
+            verb,
+            group: review.map_or("", |r| r.group),
+            resource: review.map_or("", |r| r.resource),
+            subresource: "",
+            namespace: "",
+            name: "",
+            path: if review.is_some() { "" } else { &path },
+        };
+        if let Err(why) = server.authorizer.authorize(&attrs) {
+            let e = ApiError::forbidden(crate::auth::forbidden_message(
+                &attrs,
+                review.map_or("", |r| r.resource),
+                &why,
+            ));
+            return (verb.into(), String::new(), error_response(&e));
+        }
+    }
     let aggregated = discovery::wants_aggregated(&accept);
     let doc = match (segs.as_slice(), aggregated) {
         (["api"], Some(v)) => Some((discovery::aggregated(true, v), Some(v))),
@@ -343,7 +370,7 @@ async fn route(
             respond(200, &ct, serde_json::to_vec(&doc).unwrap_or_default()),
         );
     }
-    if let Some(review) = discovery::Review::at(&segs) {
+    if let Some(review) = review {
         let resp = if req.method() != Method::POST {
             error_response(&ApiError::method_not_allowed(format!(
                 "{} only accept create",
@@ -413,6 +440,7 @@ async fn route(
         subresource: target.sub.as_deref().unwrap_or(""),
         namespace: target.namespace.as_deref().unwrap_or(""),
         name: target.name.as_deref().unwrap_or(""),
+        path: "",
     };
     if let Err(why) = server.authorizer.authorize(&attrs) {
         let e = ApiError::forbidden(crate::auth::forbidden_message(

@@ -795,6 +795,14 @@ fn rbac_authorizes_by_roles_and_bindings() {
     );
     let (ok, out, err) = as_user(&["auth", "can-i", "list", "pods", "-n", "default"]);
     assert!(!ok && out.trim() == "no", "{out}{err}");
+    // Paths that are not resources: discovery is everyone's, /metrics is not.
+    let (ok, out, err) = as_user(&["api-resources", "--no-headers"]);
+    assert!(ok && out.contains("pods"), "{out}{err}");
+    let (ok, _, err) = as_user(&["get", "--raw", "/metrics"]);
+    assert!(
+        !ok && err.contains(r#"forbidden: User "token-user" cannot get path "/metrics""#),
+        "{err}"
+    );
 
     cp.kubectl_ok(&[
         "create",

@@ -213,6 +213,7 @@ impl Store {
                     subresource: "",
                     namespace: ns,
                     name: object,
+                    path: "",
                 })
                 .is_ok()
         };

@@ -2,18 +2,18 @@
 //! `serviceaccounts/<name>/token` (TokenRequest, `kubectl create token`) and accepts as
 //! bearer tokens, as Kubernetes' bound service account tokens.
 //!
-//! Tokens are ES256 (ECDSA P-256) signed with `--service-account-signing-key-file` and
-//! checked against that key and any in `--service-account-key-file`. A token names its
+//! Tokens are signed with `--service-account-signing-key-file`, ES256 for an ECDSA P-256
+//! key or RS256 for an RSA key (kubeadm's `sa.key`), and checked against that key and
+//! any in `--service-account-key-file` (public or private, PEM). A token names its
 //! service account by name and uid: it stops working when that account is deleted (even
 //! if one of the same name is made again), when it expires, or when its audiences do not
-//! include the apiserver's (`--service-account-issuer`). RSA keys (kubeadm's default
-//! `sa.key`) are refused at startup with a clear error: only P-256 keys are supported.
+//! include the apiserver's (`--service-account-issuer`).
 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair};
+use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -25,74 +25,131 @@ pub struct Claims {
     pub uid: String,
 }
 
+/// The two JWS algorithms: the key kinds Kubernetes' service account keys come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Es256,
+    Rs256,
+}
+
+impl Alg {
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::Rs256 => "RS256",
+        }
+    }
+}
+
+/// A verification key: its id, algorithm and public key (an uncompressed P-256 point,
+/// or a PKCS#1 RSAPublicKey).
+struct PublicKey {
+    id: String,
+    alg: Alg,
+    der: Vec<u8>,
+}
+
+impl PublicKey {
+    fn new(alg: Alg, der: Vec<u8>) -> Self {
+        let id = B64.encode(ring::digest::digest(&ring::digest::SHA256, &der));
+        PublicKey { id, alg, der }
+    }
+}
+
+enum Signer {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
 pub struct Tokens {
     issuer: String,
-    signer: Option<(EcdsaKeyPair, String)>,
-    /// Key ids and uncompressed P-256 points.
-    keys: Vec<(String, Vec<u8>)>,
+    signer: Option<(Signer, Alg, String)>,
+    keys: Vec<PublicKey>,
     rng: SystemRandom,
 }
 
-fn kid(point: &[u8]) -> String {
-    B64.encode(ring::digest::digest(&ring::digest::SHA256, point))
-}
-
-/// A PEM file's P-256 public points, and its first private key (PKCS#8 DER) if any.
+/// The keys of a PEM file: each key's public half, and its first private key.
 struct KeyFile {
-    points: Vec<Vec<u8>>,
-    private: Option<Vec<u8>>,
+    public: Vec<PublicKey>,
+    private: Option<Signer>,
 }
 
-/// The P-256 keys in a PEM file: private keys (PKCS#8) give their public half, public
-/// keys (SPKI) are taken as they are.
-fn points(flag: &str, path: &Path) -> anyhow::Result<KeyFile> {
+/// A private key as a signer: PKCS#8 (P-256 or RSA) or PKCS#1 (RSA).
+fn signer(item: &rustls_pemfile::Item) -> Option<(Signer, PublicKey)> {
+    let rng = SystemRandom::new();
+    match item {
+        rustls_pemfile::Item::Pkcs8Key(k) => {
+            let der = k.secret_pkcs8_der();
+            if let Ok(ec) =
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+            {
+                let public = PublicKey::new(Alg::Es256, ec.public_key().as_ref().to_vec());
+                return Some((Signer::Ec(ec), public));
+            }
+            let rsa = RsaKeyPair::from_pkcs8(der).ok()?;
+            let public = PublicKey::new(Alg::Rs256, rsa.public().as_ref().to_vec());
+            Some((Signer::Rsa(rsa), public))
+        }
+        rustls_pemfile::Item::Pkcs1Key(k) => {
+            let rsa = RsaKeyPair::from_der(k.secret_pkcs1_der()).ok()?;
+            let public = PublicKey::new(Alg::Rs256, rsa.public().as_ref().to_vec());
+            Some((Signer::Rsa(rsa), public))
+        }
+        _ => None,
+    }
+}
+
+/// A public key (SPKI): P-256 or RSA.
+fn public_key(spki: &[u8]) -> Option<PublicKey> {
+    use x509_parser::prelude::FromDer;
+    let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki).ok()?;
+    let key = info.subject_public_key.data.to_vec();
+    match info.algorithm.algorithm.to_id_string().as_str() {
+        // id-ecPublicKey on prime256v1: the key is the uncompressed point.
+        "1.2.840.10045.2.1" if key.len() == 65 && key[0] == 0x04 => {
+            Some(PublicKey::new(Alg::Es256, key))
+        }
+        // rsaEncryption: the key is a PKCS#1 RSAPublicKey.
+        "1.2.840.113549.1.1.1" => Some(PublicKey::new(Alg::Rs256, key)),
+        _ => None,
+    }
+}
+
+fn read_keys(flag: &str, path: &Path) -> anyhow::Result<KeyFile> {
     let pem = std::fs::read(path).with_context(|| format!("{flag}: reading {}", path.display()))?;
-    let (mut out, mut private) = (Vec::new(), None);
+    let mut file = KeyFile {
+        public: Vec::new(),
+        private: None,
+    };
+    let unsupported = || {
+        anyhow::anyhow!(
+            "{flag}: a key in {} is neither ECDSA P-256 nor RSA (2048 bits or more)",
+            path.display()
+        )
+    };
     for item in rustls_pemfile::read_all(&mut pem.as_slice()) {
         let item = item.with_context(|| format!("{flag}: {} is not PEM", path.display()))?;
-        match item {
-            rustls_pemfile::Item::Pkcs8Key(k) => {
-                let der = k.secret_pkcs8_der().to_vec();
-                let pair = EcdsaKeyPair::from_pkcs8(
-                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &der,
-                    &SystemRandom::new(),
-                )
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{flag}: {} is not an ECDSA P-256 key (only P-256 keys are supported)",
-                        path.display()
-                    )
-                })?;
-                out.push(pair.public_key().as_ref().to_vec());
-                private.get_or_insert(der);
+        match &item {
+            rustls_pemfile::Item::Pkcs8Key(_) | rustls_pemfile::Item::Pkcs1Key(_) => {
+                let (sign, public) = signer(&item).ok_or_else(unsupported)?;
+                file.public.push(public);
+                file.private.get_or_insert(sign);
             }
-            rustls_pemfile::Item::SubjectPublicKeyInfo(spki) => {
-                // SEQUENCE { algorithm (id-ecPublicKey, prime256v1), BIT STRING 0 || point }:
-                // 91 bytes whose last 65 are the uncompressed point.
-                let der = spki.as_ref();
-                if der.len() != 91 || der[26] != 0x04 {
-                    bail!(
-                        "{flag}: a public key in {} is not ECDSA P-256 (only P-256 keys are supported)",
-                        path.display()
-                    );
-                }
-                out.push(der[26..].to_vec());
-            }
-            rustls_pemfile::Item::Pkcs1Key(_) => bail!(
-                "{flag}: {} holds an RSA key; only ECDSA P-256 keys are supported",
+            rustls_pemfile::Item::Sec1Key(_) => bail!(
+                "{flag}: {} holds an \"EC PRIVATE KEY\"; give it as PKCS#8 (\"PRIVATE KEY\")",
                 path.display()
             ),
+            rustls_pemfile::Item::SubjectPublicKeyInfo(spki) => {
+                file.public
+                    .push(public_key(spki.as_ref()).ok_or_else(unsupported)?);
+            }
             _ => {}
         }
     }
-    if out.is_empty() {
+    if file.public.is_empty() {
         bail!("{flag}: no key in {}", path.display());
     }
-    Ok(KeyFile {
-        points: out,
-        private,
-    })
+    Ok(file)
 }
 
 impl Tokens {
@@ -111,24 +168,18 @@ impl Tokens {
             rng: SystemRandom::new(),
         };
         if let Some(path) = signing_key {
-            let KeyFile {
-                points: pts,
-                private,
-            } = points(flag, path)?;
-            let der = private
+            let mut file = read_keys(flag, path)?;
+            let sign = file
+                .private
+                .take()
                 .with_context(|| format!("{flag}: {} holds no private key", path.display()))?;
-            let pair =
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der, &t.rng)
-                    .map_err(|_| {
-                        anyhow::anyhow!("{flag}: {} is not a P-256 key", path.display())
-                    })?;
-            let id = kid(&pts[0]);
-            t.keys.push((id.clone(), pts[0].clone()));
-            t.signer = Some((pair, id));
+            let public = file.public.swap_remove(0);
+            t.signer = Some((sign, public.alg, public.id.clone()));
+            t.keys.push(public);
         }
         for path in keys {
-            let file = points("--service-account-key-file", path)?;
-            t.keys.extend(file.points.into_iter().map(|p| (kid(&p), p)));
+            t.keys
+                .extend(read_keys("--service-account-key-file", path)?.public);
         }
         Ok((!t.keys.is_empty()).then_some(t))
     }
@@ -142,7 +193,7 @@ impl Tokens {
         now: i64,
         seconds: i64,
     ) -> Result<(String, i64), String> {
-        let Some((key, id)) = &self.signer else {
+        let Some((key, alg, id)) = &self.signer else {
             return Err(
                 "no --service-account-signing-key-file: the apiserver issues no tokens".into(),
             );
@@ -153,7 +204,7 @@ impl Tokens {
             audiences.to_vec()
         };
         let exp = now + seconds;
-        let header = json!({"alg": "ES256", "kid": id});
+        let header = json!({"alg": alg.name(), "kid": id});
         let body = json!({
             "iss": self.issuer, "aud": aud, "exp": exp, "iat": now, "nbf": now,
             "jti": uuid::Uuid::new_v4().to_string(),
@@ -166,10 +217,26 @@ impl Tokens {
             B64.encode(header.to_string()),
             B64.encode(body.to_string())
         );
-        let sig = key
-            .sign(&self.rng, signed.as_bytes())
-            .map_err(|_| "signing the token failed".to_string())?;
-        Ok((format!("{signed}.{}", B64.encode(sig.as_ref())), exp))
+        let failed = |_| "signing the token failed".to_string();
+        let sig = match key {
+            Signer::Ec(k) => k
+                .sign(&self.rng, signed.as_bytes())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+            Signer::Rsa(k) => {
+                let mut out = vec![0; k.public().modulus_len()];
+                k.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &self.rng,
+                    signed.as_bytes(),
+                    &mut out,
+                )
+                .map_err(failed)?;
+                out
+            }
+        };
+        Ok((format!("{signed}.{}", B64.encode(&sig)), exp))
     }
 
     /// The claims of a token this apiserver accepts at `now`, or None.
@@ -180,18 +247,19 @@ impl Tokens {
             return None;
         }
         let header: Value = serde_json::from_slice(&B64.decode(h).ok()?).ok()?;
-        if header["alg"] != "ES256" {
-            return None;
-        }
         let sig = B64.decode(s).ok()?;
         let signed = &token[..h.len() + 1 + b.len()];
         let kid = header["kid"].as_str();
         let verified = self
             .keys
             .iter()
-            .filter(|(id, _)| kid.is_none_or(|k| k == id))
-            .any(|(_, point)| {
-                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+            .filter(|k| header["alg"] == k.alg.name() && kid.is_none_or(|id| id == k.id))
+            .any(|k| {
+                let alg: &dyn signature::VerificationAlgorithm = match k.alg {
+                    Alg::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+                    Alg::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                };
+                signature::UnparsedPublicKey::new(alg, &k.der)
                     .verify(signed.as_bytes(), &sig)
                     .is_ok()
             });
@@ -253,21 +321,66 @@ mod tests {
     }
 
     #[test]
-    fn rsa_keys_are_refused_by_name() {
+    fn rsa_keys_sign_rs256_and_their_public_half_verifies() {
+        // A throwaway 2048-bit key, as kubeadm's sa.key (PKCS#1) and sa.pub (SPKI).
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let signer = Tokens::load("https://k", Some(&data.join("sa-rsa.key")), &[])
+            .unwrap()
+            .unwrap();
+        let who = Claims {
+            namespace: "dev".into(),
+            name: "builder".into(),
+            uid: "u-1".into(),
+        };
+        let (token, _) = signer.issue(&who, &[], 1_000, 3_600).unwrap();
+        let header: Value =
+            serde_json::from_slice(&B64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(signer.verify(&token, 1_001), Some(who.clone()));
+        // Another apiserver holding only the public key accepts it.
+        let verifier = Tokens::load("https://k", None, &[data.join("sa-rsa.pub")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(verifier.verify(&token, 1_001), Some(who));
+        assert!(verifier
+            .issue(
+                &Claims {
+                    namespace: "a".into(),
+                    name: "b".into(),
+                    uid: "c".into()
+                },
+                &[],
+                0,
+                600
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn keys_of_other_kinds_are_refused_by_flag() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sa.key");
-        std::fs::write(
-            &path,
-            "-----BEGIN RSA PRIVATE KEY-----\nMAA=\n-----END RSA PRIVATE KEY-----\n",
-        )
-        .unwrap();
+        let ec = rcgen::KeyPair::generate().unwrap();
+        // The same key as SEC1 ("EC PRIVATE KEY"): refused with the remedy.
+        let der = ec.serialize_der();
+        let pem = format!(
+            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&der)
+        );
+        std::fs::write(&path, pem).unwrap();
         let e = Tokens::load("x", Some(&path), &[])
             .err()
             .unwrap()
             .to_string();
         assert!(
-            e.contains("--service-account-signing-key-file") && e.contains("RSA"),
+            e.contains("--service-account-signing-key-file") && e.contains("PKCS#8"),
             "{e}"
         );
+        std::fs::write(&path, "not a key\n").unwrap();
+        let e = Tokens::load("x", Some(&path), &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no key"), "{e}");
     }
 }

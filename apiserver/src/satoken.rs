@@ -23,6 +23,9 @@ pub struct Claims {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The pod (name, uid) a token is bound to (`--bound-object-kind=Pod`): it works
+    /// only while that pod exists.
+    pub pod: Option<(String, String)>,
 }
 
 /// The two JWS algorithms: the key kinds Kubernetes' service account keys come in.
@@ -212,6 +215,10 @@ impl Tokens {
             "kubernetes.io": {"namespace": claims.namespace,
                 "serviceaccount": {"name": claims.name, "uid": claims.uid}},
         });
+        let mut body = body;
+        if let Some((name, uid)) = &claims.pod {
+            body["kubernetes.io"]["pod"] = json!({"name": name, "uid": uid});
+        }
         let signed = format!(
             "{}.{}",
             B64.encode(header.to_string()),
@@ -282,6 +289,10 @@ impl Tokens {
             namespace: k["namespace"].as_str()?.to_string(),
             name: k["serviceaccount"]["name"].as_str()?.to_string(),
             uid: k["serviceaccount"]["uid"].as_str()?.to_string(),
+            pod: k["pod"]["name"].as_str().map(|n| {
+                let uid = k["pod"]["uid"].as_str().unwrap_or("");
+                (n.to_string(), uid.to_string())
+            }),
         })
     }
 }
@@ -305,6 +316,7 @@ mod tests {
             namespace: "dev".into(),
             name: "builder".into(),
             uid: "u-1".into(),
+            pod: None,
         };
         let (token, exp) = t.issue(&who, &[], 1_000, 3_600).unwrap();
         assert_eq!(exp, 4_600);
@@ -331,6 +343,7 @@ mod tests {
             namespace: "dev".into(),
             name: "builder".into(),
             uid: "u-1".into(),
+            pod: None,
         };
         let (token, _) = signer.issue(&who, &[], 1_000, 3_600).unwrap();
         let header: Value =
@@ -347,7 +360,8 @@ mod tests {
                 &Claims {
                     namespace: "a".into(),
                     name: "b".into(),
-                    uid: "c".into()
+                    uid: "c".into(),
+                    pod: None,
                 },
                 &[],
                 0,

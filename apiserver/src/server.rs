@@ -46,6 +46,16 @@ impl Server {
         if account["metadata"]["uid"] != *claims.uid {
             return None;
         }
+        if let Some((pod, uid)) = &claims.pod {
+            let pods = api::registry::by_resource("", "v1", "pods")?;
+            let p = self
+                .store
+                .cache(pods)
+                .get(&pods.storage_key(&claims.namespace, pod))?;
+            if p["metadata"]["uid"] != **uid {
+                return None;
+            }
+        }
         Some(User {
             name: format!("system:serviceaccount:{}:{}", claims.namespace, claims.name),
             uid: claims.uid,

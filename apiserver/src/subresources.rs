@@ -252,10 +252,39 @@ pub async fn token_request(
     let tokens = server.sa_tokens.as_ref().ok_or_else(|| {
         ApiError::internal("no --service-account-signing-key-file: the apiserver issues no tokens")
     })?;
+    // A token bound to a pod lives only as long as that pod (Kubernetes also binds to
+    // secrets and nodes; those are refused here).
+    let bound = &spec["boundObjectRef"];
+    let pod = match bound["kind"].as_str() {
+        None | Some("") => None,
+        Some("Pod") => {
+            let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
+            let name = bound["name"].as_str().unwrap_or("");
+            let p = server.store.get(pods, ns, name, "").await?;
+            let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if bound["uid"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty() && u != uid)
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    account,
+                    &format!("the UID in the bound object reference ({}) does not match the UID in record ({uid}); the object might have been deleted and then recreated", bound["uid"].as_str().unwrap_or("")),
+                ));
+            }
+            Some((name.to_string(), uid))
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind a token to a {other}: only pods are supported"
+            )))
+        }
+    };
     let claims = crate::satoken::Claims {
         namespace: ns.to_string(),
         name: account.to_string(),
         uid: sa["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+        pod,
     };
     let now = chrono::Utc::now();
     let (token, exp) = tokens

@@ -928,6 +928,41 @@ fn rbac_authorizes_by_roles_and_bindings() {
         err.contains("may not specify a duration less than 10 minutes"),
         "{err}"
     );
+    // A token bound to a pod works while that pod exists.
+    cp.kubectl_ok(&["run", "holder", "-n", "default", "--image=busybox:1.36"])
+        .unwrap();
+    let bound = cp
+        .kubectl_ok(&[
+            "create",
+            "token",
+            "builder",
+            "-n",
+            "default",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=holder",
+        ])
+        .unwrap()
+        .trim()
+        .to_string();
+    let whoami = |token: &str| as_user(&["auth", "whoami", &format!("--token={token}")]);
+    let (ok, out, err) = whoami(&bound);
+    assert!(
+        ok && out.contains("system:serviceaccount:default:builder"),
+        "{out}{err}"
+    );
+    cp.kubectl_ok(&["delete", "pod", "holder", "-n", "default", "--wait=false"])
+        .unwrap();
+    e2e::wait::wait_for(
+        "the deleted pod's token to be refused",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || {
+            let (ok, _, err) = whoami(&bound);
+            Ok((!ok && err.contains("Unauthorized")).then_some(()))
+        },
+    )
+    .unwrap();
+
     // The same name made again is another account: the old token no longer works.
     cp.kubectl_ok(&["delete", "serviceaccount", "builder", "-n", "default"])
         .unwrap();

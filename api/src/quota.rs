@@ -193,9 +193,10 @@ pub fn usage(info: &ResourceInfo, obj: &serde_json::Value, now: jiff::Timestamp)
     count_names(info).into_iter().map(|n| (n, ONE)).collect()
 }
 
-/// Whether a quota of `spec`'s scopes covers `obj`. Scopes select pods only: a quota with
-/// any scope covers no other kind (as Kubernetes' object-count evaluators match no scope).
-pub fn covers(spec: &ResourceQuotaSpec, info: &ResourceInfo, obj: &serde_json::Value) -> bool {
+/// Whether a quota of `spec`'s scopes covers an object: `pod` for a pod, None for any
+/// other kind. Scopes select pods only: a quota with any scope covers no other kind (as
+/// Kubernetes' object-count evaluators match no scope).
+pub fn covers(spec: &ResourceQuotaSpec, pod: Option<&Pod>) -> bool {
     let scopes = spec.scopes.as_deref().unwrap_or_default();
     let selector = spec
         .scope_selector
@@ -205,16 +206,13 @@ pub fn covers(spec: &ResourceQuotaSpec, info: &ResourceInfo, obj: &serde_json::V
     if scopes.is_empty() && selector.is_empty() {
         return true;
     }
-    if (info.group, info.resource) != ("", "pods") {
-        return false;
-    }
-    let Ok(pod) = serde_json::from_value::<Pod>(obj.clone()) else {
+    let Some(pod) = pod else {
         return false;
     };
-    scopes.iter().all(|s| scope_matches(s, None, &pod))
+    scopes.iter().all(|s| scope_matches(s, None, pod))
         && selector
             .iter()
-            .all(|r| scope_matches(&r.scope_name, Some(r), &pod))
+            .all(|r| scope_matches(&r.scope_name, Some(r), pod))
 }
 
 fn best_effort(pod: &Pod) -> bool {
@@ -447,19 +445,20 @@ mod tests {
     fn scopes_select_pods_only() {
         let spec =
             |v: serde_json::Value| -> ResourceQuotaSpec { serde_json::from_value(v).unwrap() };
-        let best = pod(json!({"containers": [{"name": "a"}]}));
-        let burst = pod(
+        let typed = |v: serde_json::Value| -> Pod { serde_json::from_value(pod(v)).unwrap() };
+        let best = typed(json!({"containers": [{"name": "a"}]}));
+        let burst = typed(
             json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}], "priorityClassName": "high"}),
         );
         let be = spec(json!({"scopes": ["BestEffort"]}));
-        assert!(covers(&be, info("pods"), &best));
-        assert!(!covers(&be, info("pods"), &burst));
-        assert!(!covers(&be, info("services"), &json!({})));
+        assert!(covers(&be, Some(&best)));
+        assert!(!covers(&be, Some(&burst)));
+        assert!(!covers(&be, None));
         let high = spec(json!({"scopeSelector": {"matchExpressions": [
             {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}));
-        assert!(covers(&high, info("pods"), &burst));
-        assert!(!covers(&high, info("pods"), &best));
-        assert!(covers(&spec(json!({})), info("services"), &json!({})));
+        assert!(covers(&high, Some(&burst)));
+        assert!(!covers(&high, Some(&best)));
+        assert!(covers(&spec(json!({})), None));
     }
 
     #[test]

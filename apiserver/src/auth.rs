@@ -312,36 +312,30 @@ pub fn impersonate(
 /// get resource "pods" in API group "" in the namespace "default"`, then the reason if an
 /// authorizer gave one.
 pub fn forbidden_message(attrs: &Attributes<'_>, qualified_resource: &str, why: &str) -> String {
-    if !attrs.path.is_empty() {
-        let mut m = format!(
-            "forbidden: User \"{}\" cannot {} path \"{}\"",
-            attrs.user.name, attrs.verb, attrs.path
-        );
-        if !why.is_empty() {
-            m.push_str(": ");
-            m.push_str(why);
-        }
-        return m;
-    }
-    let object = if attrs.name.is_empty() {
-        qualified_resource.to_string()
+    let user = &attrs.user.name;
+    let mut m = if !attrs.path.is_empty() {
+        format!(
+            "forbidden: User \"{user}\" cannot {} path \"{}\"",
+            attrs.verb, attrs.path
+        )
     } else {
-        format!("{qualified_resource} \"{}\"", attrs.name)
+        let object = match attrs.name {
+            "" => qualified_resource.to_string(),
+            name => format!("{qualified_resource} \"{name}\""),
+        };
+        let resource = match attrs.subresource {
+            "" => attrs.resource.to_string(),
+            sub => format!("{}/{sub}", attrs.resource),
+        };
+        let scope = match attrs.namespace {
+            "" => "at the cluster scope".to_string(),
+            ns => format!("in the namespace \"{ns}\""),
+        };
+        format!(
+            "{object} is forbidden: User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+            attrs.verb, attrs.group
+        )
     };
-    let resource = if attrs.subresource.is_empty() {
-        attrs.resource.to_string()
-    } else {
-        format!("{}/{}", attrs.resource, attrs.subresource)
-    };
-    let scope = if attrs.namespace.is_empty() {
-        "at the cluster scope".to_string()
-    } else {
-        format!("in the namespace \"{}\"", attrs.namespace)
-    };
-    let mut m = format!(
-        "{object} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
-        attrs.user.name, attrs.verb, attrs.group
-    );
     if !why.is_empty() {
         m.push_str(": ");
         m.push_str(why);

@@ -121,29 +121,11 @@ pub fn allows(rule: &Value, attrs: &Attributes<'_>) -> bool {
     if !attrs.path.is_empty() {
         return grant_covered(rule, attrs.verb, None, attrs.path, "");
     }
-    if !listed(&rule["verbs"], attrs.verb) || !listed(&rule["apiGroups"], attrs.group) {
-        return false;
-    }
-    let resources = rule["resources"].as_array().into_iter().flatten();
-    let resource_ok = resources.filter_map(Value::as_str).any(|r| {
-        if attrs.subresource.is_empty() {
-            r == "*" || r == attrs.resource
-        } else {
-            r == "*"
-                || r.split_once('/').is_some_and(|(res, sub)| {
-                    (res == attrs.resource || res == "*") && sub == attrs.subresource
-                })
-        }
-    });
-    if !resource_ok {
-        return false;
-    }
-    match rule["resourceNames"].as_array() {
-        Some(names) if !names.is_empty() => {
-            !attrs.name.is_empty() && names.iter().any(|n| n == attrs.name)
-        }
-        _ => true,
-    }
+    let resource: std::borrow::Cow<str> = match attrs.subresource {
+        "" => attrs.resource.into(),
+        sub => format!("{}/{sub}", attrs.resource).into(),
+    };
+    grant_covered(rule, attrs.verb, Some(attrs.group), &resource, attrs.name)
 }
 
 impl Authorizer for Rbac {
@@ -189,10 +171,6 @@ pub fn rules_review(store: &Store, user: &User, body: &Value) -> Value {
     review
 }
 
-fn covers(list: &Value, item: &str) -> bool {
-    listed(list, item)
-}
-
 /// Whether an owned rule covers one grant (a single verb, group, resource and name; or
 /// a single verb and non-resource URL when `group` is None).
 fn grant_covered(
@@ -202,7 +180,7 @@ fn grant_covered(
     resource: &str,
     name: &str,
 ) -> bool {
-    if !covers(&owned["verbs"], verb) {
+    if !listed(&owned["verbs"], verb) {
         return false;
     }
     let Some(group) = group else {
@@ -217,7 +195,7 @@ fn grant_covered(
                     || u.strip_suffix('*').is_some_and(|p| resource.starts_with(p))
             });
     };
-    if !covers(&owned["apiGroups"], group) {
+    if !listed(&owned["apiGroups"], group) {
         return false;
     }
     let resource_ok = owned["resources"]

@@ -88,6 +88,15 @@ struct Target {
     sub: Option<String>,
 }
 
+/// A request header as text ("" when absent or not text).
+fn header_text<B>(req: &Request<B>, name: header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn parse_target(segs: &[&str]) -> Option<Target> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -298,17 +307,13 @@ async fn route(
         Ok(u) => u,
         Err(e) => return ("impersonate".into(), String::new(), error_response(&e)),
     };
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let accept = header_text(&req, header::ACCEPT);
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // What is not a resource (discovery, OpenAPI, /metrics) is authorized by its path;
     // a review by its kind.
     let review = discovery::Review::at(&segs);
-    if parse_target(&segs).is_none() {
+    let target = parse_target(&segs);
+    if target.is_none() {
         let verb = match review {
             Some(_) => "create",
             None => "get",
@@ -379,16 +384,10 @@ async fn route(
         } else if review.kind == "SelfSubjectReview" {
             json_response(201, &discovery::self_subject_review(&user))
         } else {
-            let content_type = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let body = match read_body(req.into_body()).await {
-                Ok(bytes) => decode_body(&content_type, &bytes),
-                Err(e) => Err(e),
-            };
+            let content_type = header_text(&req, header::CONTENT_TYPE);
+            let body = read_body(req.into_body())
+                .await
+                .and_then(|bytes| decode_body(&content_type, &bytes));
             match body {
                 Ok(body) if review.kind == "SelfSubjectRulesReview" => {
                     json_response(201, &crate::rbac::rules_review(&server.store, &user, &body))
@@ -406,7 +405,7 @@ async fn route(
         };
         return ("create".into(), review.resource.into(), resp);
     }
-    let Some(target) = parse_target(&segs) else {
+    let Some(target) = target else {
         return (
             "".into(),
             String::new(),
@@ -451,7 +450,7 @@ async fn route(
         return (verb.into(), resource, error_response(&e));
     }
     let requester = Arc::new(crate::auth::Requester {
-        user: user.clone(),
+        user,
         authorizer: server.authorizer.clone(),
     });
     let resp = match serve(server, req, &target, verb, &q, &accept, requester).await {
@@ -525,12 +524,7 @@ async fn serve(
     };
     let table = wants_table(accept);
     let include_object = q.get("includeObject").is_some_and(|v| v == "Object");
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type = header_text(&req, header::CONTENT_TYPE);
     match verb {
         "list" => {
             let mut opts = list_options(info, q)?;

@@ -67,17 +67,6 @@ fn core(resource: &str) -> &'static ResourceInfo {
         .unwrap_or_else(|| panic!("{resource} are not in the registry"))
 }
 
-/// Whether a quota selects by scope (then only some pods are its business).
-fn scoped(spec: &ResourceQuotaSpec) -> bool {
-    !spec.scopes.as_deref().unwrap_or_default().is_empty()
-        || !spec
-            .scope_selector
-            .as_ref()
-            .and_then(|s| s.match_expressions.as_deref())
-            .unwrap_or_default()
-            .is_empty()
-}
-
 /// Adds what an object uses of the resources in `hard` to `total`.
 fn charge(total: &mut Usage, hard: &Usage, u: Usage) {
     for (k, v) in u {
@@ -290,11 +279,13 @@ impl ResourceQuotaController {
         now: jiff::Timestamp,
         total: &mut Usage,
     ) -> anyhow::Result<()> {
+        // Scopes select pods only.
+        if !quota::covers(spec, None) {
+            return Ok(());
+        }
         for o in informer.store().in_namespace(ns) {
             let v = serde_json::to_value(o.as_ref())?;
-            if quota::covers(spec, info, &v) {
-                charge(total, hard, quota::usage(info, &v, now));
-            }
+            charge(total, hard, quota::usage(info, &v, now));
         }
         Ok(())
     }
@@ -309,12 +300,10 @@ impl ResourceQuotaController {
         let now = jiff::Timestamp::now();
         let mut total = Usage::new();
         let pods = core("pods");
-        let selective = scoped(&spec);
         for p in self.pods.store().in_namespace(ns) {
-            if selective && !quota::covers(&spec, pods, &serde_json::to_value(p.as_ref())?) {
-                continue;
+            if quota::covers(&spec, Some(&p)) {
+                charge(&mut total, &hard, quota::pod_usage(pods, &p, now));
             }
-            charge(&mut total, &hard, quota::pod_usage(pods, &p, now));
         }
         let services = core("services");
         Self::charge_cached(&self.services, services, ns, &spec, &hard, now, &mut total)?;
@@ -337,16 +326,20 @@ impl ResourceQuotaController {
         // A kind that cannot be listed keeps its last count (and the sync is retried).
         let mut failed: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
-        for (info, names) in listed(&hard) {
+        // Scopes select pods only: a scoped quota counts none of these kinds.
+        let kinds = if quota::covers(&spec, None) {
+            listed(&hard)
+        } else {
+            Vec::new()
+        };
+        for (info, names) in kinds {
             match DynamicApi::new(self.ctx.client.clone(), info)
                 .list(ns)
                 .await
             {
                 Ok(objects) => {
-                    for o in objects {
-                        if quota::covers(&spec, info, &o) {
-                            charge(&mut total, &hard, quota::usage(info, &o, now));
-                        }
+                    for o in &objects {
+                        charge(&mut total, &hard, quota::usage(info, o, now));
                     }
                 }
                 Err(e) if e.is_not_found() => {}

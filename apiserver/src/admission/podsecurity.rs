@@ -189,22 +189,7 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
             containers(&privileged)
         ));
     }
-    let mut added: Vec<String> = Vec::new();
-    let adding = which(&|c| {
-        let caps = c["securityContext"]["capabilities"]["add"].as_array();
-        caps.into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .any(|cap| !BASELINE_CAPS.contains(&cap))
-    });
-    for (_, c) in &all {
-        let caps = c["securityContext"]["capabilities"]["add"].as_array();
-        for cap in caps.into_iter().flatten().filter_map(Value::as_str) {
-            if !BASELINE_CAPS.contains(&cap) && !added.iter().any(|a| a == cap) {
-                added.push(cap.to_string());
-            }
-        }
-    }
+    let (adding, added) = added_caps(&all, &|cap| BASELINE_CAPS.contains(&cap));
     if !adding.is_empty() {
         out.push(format!(
             "non-default capabilities ({} must not include {} in securityContext.capabilities.add)",
@@ -226,19 +211,18 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
         };
         out.push(format!("hostPath volumes ({word} {})", quoted(&host_paths)));
     }
-    let mut ports = Vec::new();
-    let host_port_users = which(&|c| {
-        c["ports"]
+    let (mut host_port_users, mut ports) = (Vec::new(), Vec::new());
+    for (name, c) in &all {
+        let used: Vec<String> = c["ports"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|p| p["hostPort"].as_i64().unwrap_or(0) != 0)
-    });
-    for (_, c) in &all {
-        for p in c["ports"].as_array().into_iter().flatten() {
-            if let Some(hp) = p["hostPort"].as_i64().filter(|h| *h != 0) {
-                ports.push(hp.to_string());
-            }
+            .filter_map(|p| p["hostPort"].as_i64().filter(|h| *h != 0))
+            .map(|h| h.to_string())
+            .collect();
+        if !used.is_empty() {
+            host_port_users.push(name.to_string());
+            ports.extend(used);
         }
     }
     if !host_port_users.is_empty() {
@@ -341,13 +325,7 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
             .is_some_and(|d| d.iter().any(|x| x == "ALL"))
     };
     let not_dropping = which(&|c| !drop_all(c));
-    let adding_more = which(&|c| {
-        c["securityContext"]["capabilities"]["add"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|x| x != "NET_BIND_SERVICE")
-    });
+    let (adding_more, beyond_bind) = added_caps(&all, &|cap| cap == "NET_BIND_SERVICE");
     if !not_dropping.is_empty() || !adding_more.is_empty() {
         let mut parts = Vec::new();
         if !not_dropping.is_empty() {
@@ -360,7 +338,7 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
             parts.push(format!(
                 "{} must not include {} in securityContext.capabilities.add",
                 containers(&adding_more),
-                quoted(&added_beyond_bind(&all))
+                quoted(&beyond_bind)
             ));
         }
         out.push(format!("unrestricted capabilities ({})", parts.join("; ")));
@@ -417,17 +395,31 @@ pub fn violations(level: &str, pod: &Value) -> Vec<String> {
     out
 }
 
-fn added_beyond_bind(all: &[(&str, &Value)]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for (_, c) in all {
-        let caps = c["securityContext"]["capabilities"]["add"].as_array();
-        for cap in caps.into_iter().flatten().filter_map(Value::as_str) {
-            if cap != "NET_BIND_SERVICE" && !out.iter().any(|o| o == cap) {
-                out.push(cap.to_string());
+/// The containers adding capabilities `allowed` refuses, and those capabilities (each
+/// once, in order).
+fn added_caps(
+    all: &[(&str, &Value)],
+    allowed: &dyn Fn(&str) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    let (mut who, mut caps) = (Vec::new(), Vec::<String>::new());
+    for (name, c) in all {
+        let added = c["securityContext"]["capabilities"]["add"].as_array();
+        let refused: Vec<&str> = added
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|cap| !allowed(cap))
+            .collect();
+        if !refused.is_empty() {
+            who.push(name.to_string());
+        }
+        for cap in refused {
+            if !caps.iter().any(|c| c == cap) {
+                caps.push(cap.to_string());
             }
         }
     }
-    out
+    (who, caps)
 }
 
 #[cfg(test)]

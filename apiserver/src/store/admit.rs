@@ -364,7 +364,16 @@ impl Store {
             return Ok(());
         }
         let now = jiff::Timestamp::now();
-        let mut delta = api::quota::usage(info, obj, now);
+        // A pod is decoded once, for its usage, the quotas' scopes and what they require
+        // (pods reach quota only on create).
+        let pod: Option<Pod> = match (info.group, info.resource) {
+            ("", "pods") => serde_json::from_value(obj.clone()).ok(),
+            _ => None,
+        };
+        let mut delta = match &pod {
+            Some(p) => api::quota::pod_usage(info, p, now),
+            None => api::quota::usage(info, obj, now),
+        };
         if let Some(old) = old {
             let before = api::quota::usage(info, old, now);
             delta.retain(|k, v| {
@@ -375,15 +384,10 @@ impl Store {
                 return Ok(());
             }
         }
-        let pod: Option<Pod> = if old.is_none() && (info.group, info.resource) == ("", "pods") {
-            serde_json::from_value(obj.clone()).ok()
-        } else {
-            None
-        };
         // Check every quota first, so a refusal charges none.
         let mut charges = Vec::new();
         for quota in &listed {
-            if let Some(charge) = charge(info, name, quota, obj, &delta, pod.as_ref())? {
+            if let Some(charge) = charge(info, name, quota, &delta, pod.as_ref())? {
                 charges.push((quota.clone(), charge));
             }
         }
@@ -415,7 +419,7 @@ impl Store {
                             break; // the quota went: nothing to charge
                         };
                         quota = Arc::new(decode(&stored.value, stored.mod_revision)?);
-                        match charge(info, name, &quota, obj, &delta, pod.as_ref())? {
+                        match charge(info, name, &quota, &delta, pod.as_ref())? {
                             Some(c) => charged = c,
                             None => break,
                         }
@@ -440,7 +444,6 @@ fn charge(
     info: &ResourceInfo,
     name: &str,
     quota: &Value,
-    obj: &Value,
     delta: &api::quota::Usage,
     pod: Option<&Pod>,
 ) -> Result<Option<api::quota::Usage>> {
@@ -448,7 +451,7 @@ fn charge(
         return Ok(None);
     };
     let spec = q.spec.unwrap_or_default();
-    if !api::quota::covers(&spec, info, obj) {
+    if !api::quota::covers(&spec, pod) {
         return Ok(None);
     }
     let status = q.status.unwrap_or_default();
@@ -513,7 +516,7 @@ mod tests {
     fn try_charge(quota: &Value, cpu: Option<&str>) -> Result<Option<api::quota::Usage>> {
         let (v, p) = pod(cpu);
         let delta = api::quota::usage(pods(), &v, jiff::Timestamp::now());
-        charge(pods(), "p", quota, &v, &delta, Some(&p))
+        charge(pods(), "p", quota, &delta, Some(&p))
     }
 
     #[test]

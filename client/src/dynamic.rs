@@ -1,10 +1,12 @@
 //! Untyped access to any resource of the registry, as JSON: what the namespace
-//! controller and the garbage collector need to walk every kind.
+//! controller and the garbage collector need to walk every kind, and the quota controller
+//! to hear of any kind's deletions.
 
 use crate::conn::Client;
 use crate::error::Result;
-use crate::typed::DeleteParams;
+use crate::typed::{decode_event, DeleteParams, WatchEvent};
 use api::ResourceInfo;
+use futures::{Stream, StreamExt};
 use proto::apiserver::v1 as pb;
 use serde_json::Value;
 
@@ -56,6 +58,39 @@ impl DynamicApi {
             }
             cont = page.r#continue;
         }
+    }
+
+    /// The resourceVersion a list of `namespace` has now (a watch from it misses nothing
+    /// after it), read with a one-item page.
+    pub async fn revision(&self, namespace: &str) -> Result<String> {
+        let page = self
+            .client
+            .list_raw(pb::ListRequest {
+                resource: Some(self.reference(namespace, "")),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        Ok(page.resource_version)
+    }
+
+    /// A watch of `namespace` ("" for all) from `resource_version`, with bookmarks; it
+    /// ends when the server closes it.
+    pub async fn watch(
+        &self,
+        namespace: &str,
+        resource_version: &str,
+    ) -> Result<impl Stream<Item = Result<WatchEvent<Value>>> + Send + Unpin + use<>> {
+        let stream = self
+            .client
+            .watch_raw(pb::WatchRequest {
+                resource: Some(self.reference(namespace, "")),
+                resource_version: resource_version.into(),
+                allow_bookmarks: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(stream.map(|item| decode_event(item?, |json| Ok(serde_json::from_slice(json)?))))
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Value> {

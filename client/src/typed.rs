@@ -123,6 +123,30 @@ pub enum WatchEvent<K> {
     Error(Error),
 }
 
+/// One event of a gRPC watch stream, its object decoded by `decode`.
+pub(crate) fn decode_event<T>(
+    ev: pb::WatchEvent,
+    decode: impl Fn(&[u8]) -> Result<T>,
+) -> Result<WatchEvent<T>> {
+    let json = ev.object.map(|o| o.json).unwrap_or_default();
+    Ok(match ev.r#type.as_str() {
+        "ADDED" => WatchEvent::Added(decode(&json)?),
+        "MODIFIED" => WatchEvent::Modified(decode(&json)?),
+        "DELETED" => WatchEvent::Deleted(decode(&json)?),
+        "BOOKMARK" => {
+            let v: serde_json::Value = serde_json::from_slice(&json)?;
+            WatchEvent::Bookmark(
+                v["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+        "ERROR" => WatchEvent::Error(Error::from_status_json(&json)),
+        other => return Err(Error::Decode(format!("unknown watch event type {other:?}"))),
+    })
+}
+
 /// Typed access to one resource, in one namespace or across all.
 pub struct Api<K> {
     client: Client,
@@ -395,25 +419,6 @@ impl<K: Object> Api<K> {
                 timeout_seconds: 0,
             })
             .await?;
-        Ok(stream.map(|item| {
-            let ev = item.map_err(Error::from)?;
-            let json = ev.object.map(|o| o.json).unwrap_or_default();
-            Ok(match ev.r#type.as_str() {
-                "ADDED" => WatchEvent::Added(Self::decode(&json)?),
-                "MODIFIED" => WatchEvent::Modified(Self::decode(&json)?),
-                "DELETED" => WatchEvent::Deleted(Self::decode(&json)?),
-                "BOOKMARK" => {
-                    let v: serde_json::Value = serde_json::from_slice(&json)?;
-                    WatchEvent::Bookmark(
-                        v["metadata"]["resourceVersion"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    )
-                }
-                "ERROR" => WatchEvent::Error(Error::from_status_json(&json)),
-                other => return Err(Error::Decode(format!("unknown watch event type {other:?}"))),
-            })
-        }))
+        Ok(stream.map(|item| decode_event(item?, Self::decode)))
     }
 }

@@ -6,7 +6,9 @@
 //! Pods, services, claims, config maps and secrets come from informers: one coming,
 //! going or changing what it uses resyncs the quotas of its namespace. Other kinds a
 //! quota counts (`count/deployments.apps`, `count/jobs.batch`, …) are listed when the
-//! quota syncs, so their deletions show at the next event or resync.
+//! quota syncs, and from the first such sync one watch of the kind across namespaces
+//! resyncs a namespace's quotas when one of its objects is deleted (Kubernetes' quota
+//! monitors; creates are charged by admission already).
 //! Every quota is resynced every `--resource-quota-sync-period` as well, and a namespace's
 //! quotas once a deleted pod's grace period is over (a pod stuck terminating then no
 //! longer counts). The status is written only when its amounts differ, with the quota's
@@ -18,11 +20,14 @@ use api::quota::{self, Usage};
 use api::ResourceInfo;
 use client::dynamic::DynamicApi;
 use client::informer::Event;
-use client::{Api, Informer, WorkQueue};
+use client::{Api, Informer, WatchEvent, WorkQueue};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus,
     Secret, Service,
 };
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What a lost race (a write that met a newer version) waits before it looks again.
@@ -60,6 +65,8 @@ pub struct ResourceQuotaController {
     secrets: Informer<Secret>,
     queue: WorkQueue<String>,
     period: Duration,
+    /// The listed kinds whose deletions are watched, by qualified resource.
+    replenished: Arc<Mutex<HashSet<String>>>,
 }
 
 fn core(resource: &str) -> &'static ResourceInfo {
@@ -130,7 +137,7 @@ fn uncounted_in(pod: &Pod, now: jiff::Timestamp) -> Option<Duration> {
     Some(Duration::try_from(left).ok()? + Duration::from_secs(1))
 }
 
-fn enqueue_namespace(queue: &WorkQueue<String>, quotas: &[std::sync::Arc<ResourceQuota>]) {
+fn enqueue_namespace(queue: &WorkQueue<String>, quotas: &[Arc<ResourceQuota>]) {
     for q in quotas {
         queue.add(key(&q.metadata));
     }
@@ -170,6 +177,40 @@ fn watch_usage<K: client::Object>(
     });
 }
 
+/// Follows one watch of `api`'s kind across namespaces from `from` (now, when empty),
+/// calling `gone` with the namespace of each object deleted and keeping `from` at the
+/// newest revision seen, until the stream ends. A watch that expired is `Err` 410.
+async fn follow_deletions(
+    api: &DynamicApi,
+    from: &mut String,
+    gone: &impl Fn(&str),
+) -> client::Result<()> {
+    if from.is_empty() {
+        *from = api.revision("").await?;
+    }
+    let mut events = api.watch("", from).await?;
+    while let Some(ev) = events.next().await {
+        let object = match ev? {
+            WatchEvent::Error(e) => return Err(e),
+            WatchEvent::Bookmark(rv) => {
+                if !rv.is_empty() {
+                    *from = rv;
+                }
+                continue;
+            }
+            WatchEvent::Deleted(o) => {
+                gone(o["metadata"]["namespace"].as_str().unwrap_or_default());
+                o
+            }
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => o,
+        };
+        if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
+            *from = rv.to_string();
+        }
+    }
+    Ok(())
+}
+
 impl ResourceQuotaController {
     pub fn new(ctx: &Context, period: Duration) -> Self {
         let c = ResourceQuotaController {
@@ -182,6 +223,7 @@ impl ResourceQuotaController {
             secrets: ctx.factory.informer::<Secret>(),
             queue: WorkQueue::default(),
             period,
+            replenished: Arc::default(),
         };
         // A quota's status is this controller's (and admission's): only a new quota, a
         // changed spec or a status behind the spec needs a count.
@@ -290,6 +332,43 @@ impl ResourceQuotaController {
         Ok(())
     }
 
+    /// Has deletions of `info`'s objects resync their namespace's quotas from now on: one
+    /// watch of the kind across namespaces, resumed when it ends; when it expired (and
+    /// deletions may have gone unheard) every quota is resynced.
+    fn replenish(&self, info: &'static ResourceInfo) {
+        let fresh = self
+            .replenished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.qualified_resource());
+        if !fresh {
+            return;
+        }
+        let api = DynamicApi::new(self.ctx.client.clone(), info);
+        let (quotas, queue) = (self.quotas.clone(), self.queue.clone());
+        tokio::spawn(async move {
+            let gone = |ns: &str| enqueue_namespace(&queue, &quotas.store().in_namespace(ns));
+            let mut from = String::new();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match follow_deletions(&api, &mut from, &gone).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) if e.is_gone() => {
+                        from.clear();
+                        for k in quotas.store().keys() {
+                            queue.add(k);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind = %info.qualified_resource(), error = %e, "watching deletions failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+
     async fn sync(&self, key: &str) -> anyhow::Result<Requeue> {
         let Some(rq) = self.quotas.store().get(key) else {
             return Ok(None);
@@ -333,6 +412,7 @@ impl ResourceQuotaController {
             Vec::new()
         };
         for (info, names) in kinds {
+            self.replenish(info);
             match DynamicApi::new(self.ctx.client.clone(), info)
                 .list(ns)
                 .await

@@ -827,7 +827,7 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
         .items
         .len()
         .to_string();
-    let quotas = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: q}\nspec:\n  hard:\n    pods: \"2\"\n    requests.cpu: \"1\"\n    count/configmaps: \"3\"\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata: {name: best-effort, namespace: q}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [BestEffort]\n";
+    let quotas = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: q}\nspec:\n  hard:\n    pods: \"2\"\n    requests.cpu: \"1\"\n    count/configmaps: \"3\"\n    count/cronjobs.batch: \"1\"\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata: {name: best-effort, namespace: q}\nspec:\n  hard: {pods: \"1\"}\n  scopes: [BestEffort]\n";
     cp.kubectl_ok(&["apply", "-f", &write(&e.run, "quotas.yaml", quotas)])
         .unwrap();
     let rqs: Api<ResourceQuota> = Api::namespaced(kube.client.clone(), "q");
@@ -860,6 +860,7 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
             ("pods", pods),
             ("requests.cpu", cpu),
             ("count/configmaps", &configmaps),
+            ("count/cronjobs.batch", "0"),
         ])
     };
     wait_used("compute", compute("0", "0"));
@@ -915,6 +916,7 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
             ("pods", "1"),
             ("requests.cpu", "300m"),
             ("count/configmaps", &(base + n).to_string()),
+            ("count/cronjobs.batch", "0"),
         ])
     };
     cp.kubectl_ok(&["create", "configmap", "settings", "-n", "q"])
@@ -924,6 +926,34 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
         .unwrap();
     wait_used("compute", counted(0));
     assert_eq!(used(kube, "best-effort"), Some(expect(&[("pods", "0")])));
+
+    // A kind no informer of the controller follows: admission charges its creates, and
+    // its deletions are heard at once (the periodic resync is five minutes away).
+    let cronjob = |name: &str| {
+        let schedule = "--schedule=0 0 1 1 *";
+        let image = "--image=busybox:1.36";
+        cp.kubectl(&["create", "cronjob", name, "-n", "q", image, schedule])
+            .unwrap()
+    };
+    let (ok, _, err) = cronjob("yearly");
+    assert!(ok, "{err}");
+    let one = |n: &str| {
+        let mut m = counted(0);
+        m.insert("count/cronjobs.batch".into(), n.into());
+        m
+    };
+    wait_used("compute", one("1"));
+    let (ok, _, err) = cronjob("again");
+    assert!(
+        !ok && err.contains("cronjobs.batch \"again\" is forbidden: exceeded quota: compute, requested: count/cronjobs.batch=1, used: count/cronjobs.batch=1, limited: count/cronjobs.batch=1"),
+        "{err}"
+    );
+    cp.kubectl_ok(&["delete", "cronjob", "yearly", "-n", "q"])
+        .unwrap();
+    wait_used("compute", one("0"));
+    let (ok, _, err) = cronjob("again");
+    assert!(ok, "{err}");
+    wait_used("compute", one("1"));
 }
 
 #[test]

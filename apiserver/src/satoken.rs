@@ -7,7 +7,9 @@
 //! any in `--service-account-key-file` (public or private, PEM). A token names its
 //! service account by name and uid: it stops working when that account is deleted (even
 //! if one of the same name is made again), when it expires, or when its audiences do not
-//! include the apiserver's (`--service-account-issuer`).
+//! include the apiserver's (`--service-account-issuer`). A token bound to a pod, a
+//! secret or a node (`kubectl create token --bound-object-kind`) also stops working when
+//! that object (same uid) is gone.
 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -23,9 +25,54 @@ pub struct Claims {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    /// The pod (name, uid) a token is bound to (`--bound-object-kind=Pod`): it works
-    /// only while that pod exists.
-    pub pod: Option<(String, String)>,
+    /// The object a token is bound to (`--bound-object-kind`): it works only while
+    /// that object exists.
+    pub bound: Option<Bound>,
+}
+
+/// An object a token is bound to: a pod or secret of the account's namespace, or a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub kind: BoundKind,
+    pub name: String,
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKind {
+    Pod,
+    Secret,
+    Node,
+}
+
+impl BoundKind {
+    pub const ALL: [BoundKind; 3] = [BoundKind::Pod, BoundKind::Secret, BoundKind::Node];
+
+    /// The kind as `boundObjectRef.kind` names it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            BoundKind::Pod => "Pod",
+            BoundKind::Secret => "Secret",
+            BoundKind::Node => "Node",
+        }
+    }
+
+    /// The core resource, which is also the token's claim name.
+    pub fn resource(self) -> &'static str {
+        match self {
+            BoundKind::Pod => "pods",
+            BoundKind::Secret => "secrets",
+            BoundKind::Node => "nodes",
+        }
+    }
+
+    fn claim(self) -> &'static str {
+        match self {
+            BoundKind::Pod => "pod",
+            BoundKind::Secret => "secret",
+            BoundKind::Node => "node",
+        }
+    }
 }
 
 /// The two JWS algorithms: the key kinds Kubernetes' service account keys come in.
@@ -216,8 +263,8 @@ impl Tokens {
                 "serviceaccount": {"name": claims.name, "uid": claims.uid}},
         });
         let mut body = body;
-        if let Some((name, uid)) = &claims.pod {
-            body["kubernetes.io"]["pod"] = json!({"name": name, "uid": uid});
+        if let Some(b) = &claims.bound {
+            body["kubernetes.io"][b.kind.claim()] = json!({"name": b.name, "uid": b.uid});
         }
         let signed = format!(
             "{}.{}",
@@ -289,9 +336,13 @@ impl Tokens {
             namespace: k["namespace"].as_str()?.to_string(),
             name: k["serviceaccount"]["name"].as_str()?.to_string(),
             uid: k["serviceaccount"]["uid"].as_str()?.to_string(),
-            pod: k["pod"]["name"].as_str().map(|n| {
-                let uid = k["pod"]["uid"].as_str().unwrap_or("");
-                (n.to_string(), uid.to_string())
+            bound: BoundKind::ALL.into_iter().find_map(|kind| {
+                let o = &k[kind.claim()];
+                Some(Bound {
+                    kind,
+                    name: o["name"].as_str()?.to_string(),
+                    uid: o["uid"].as_str().unwrap_or("").to_string(),
+                })
             }),
         })
     }
@@ -316,7 +367,7 @@ mod tests {
             namespace: "dev".into(),
             name: "builder".into(),
             uid: "u-1".into(),
-            pod: None,
+            bound: None,
         };
         let (token, exp) = t.issue(&who, &[], 1_000, 3_600).unwrap();
         assert_eq!(exp, 4_600);
@@ -330,6 +381,19 @@ mod tests {
         assert_eq!(t.verify(&forged, 1_001), None, "bad signature");
         let elsewhere = tokens(dir.path(), "https://kubernetes.default.svc");
         assert_eq!(elsewhere.verify(&token, 1_001), None, "another key");
+        // The object a token is bound to comes back as it was bound.
+        for kind in BoundKind::ALL {
+            let bound = Claims {
+                bound: Some(Bound {
+                    kind,
+                    name: "holder".into(),
+                    uid: "u-2".into(),
+                }),
+                ..who.clone()
+            };
+            let (token, _) = t.issue(&bound, &[], 1_000, 3_600).unwrap();
+            assert_eq!(t.verify(&token, 1_001), Some(bound));
+        }
     }
 
     #[test]
@@ -343,7 +407,7 @@ mod tests {
             namespace: "dev".into(),
             name: "builder".into(),
             uid: "u-1".into(),
-            pod: None,
+            bound: None,
         };
         let (token, _) = signer.issue(&who, &[], 1_000, 3_600).unwrap();
         let header: Value =
@@ -361,7 +425,7 @@ mod tests {
                     namespace: "a".into(),
                     name: "b".into(),
                     uid: "c".into(),
-                    pod: None,
+                    bound: None,
                 },
                 &[],
                 0,

@@ -46,13 +46,15 @@ impl Server {
         if account["metadata"]["uid"] != *claims.uid {
             return None;
         }
-        if let Some((pod, uid)) = &claims.pod {
-            let pods = api::registry::by_resource("", "v1", "pods")?;
-            let p = self
-                .store
-                .cache(pods)
-                .get(&pods.storage_key(&claims.namespace, pod))?;
-            if p["metadata"]["uid"] != **uid {
+        if let Some(b) = &claims.bound {
+            let info = api::registry::by_resource("", "v1", b.kind.resource())?;
+            let ns = if info.namespaced {
+                &claims.namespace
+            } else {
+                ""
+            };
+            let object = self.store.cache(info).get(&info.storage_key(ns, &b.name))?;
+            if object["metadata"]["uid"] != *b.uid {
                 return None;
             }
         }

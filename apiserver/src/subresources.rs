@@ -6,6 +6,7 @@
 
 use crate::cache::labels_of;
 use crate::error::{ApiError, Cause, Result};
+use crate::satoken::{Bound, BoundKind};
 use crate::store::{DeleteOptions, Deleted, ListOptions, Store, WriteOptions};
 use api::ResourceInfo;
 use serde_json::{json, Value};
@@ -252,16 +253,21 @@ pub async fn token_request(
     let tokens = server.sa_tokens.as_ref().ok_or_else(|| {
         ApiError::internal("no --service-account-signing-key-file: the apiserver issues no tokens")
     })?;
-    // A token bound to a pod lives only as long as that pod (Kubernetes also binds to
-    // secrets and nodes; those are refused here).
+    // A token bound to an object lives only as long as that object.
     let bound = &spec["boundObjectRef"];
-    let pod = match bound["kind"].as_str() {
+    let bound = match bound["kind"].as_str() {
         None | Some("") => None,
-        Some("Pod") => {
-            let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
+        Some(kind) => {
+            let Some(kind) = BoundKind::ALL.into_iter().find(|k| k.kind() == kind) else {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind a token to a {kind}: only Pod, Secret and Node are supported"
+                )));
+            };
+            let of = api::registry::by_resource("", "v1", kind.resource()).expect("core kind");
             let name = bound["name"].as_str().unwrap_or("");
-            let p = server.store.get(pods, ns, name, "").await?;
-            let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            let object_ns = if of.namespaced { ns } else { "" };
+            let o = server.store.get(of, object_ns, name, "").await?;
+            let uid = o["metadata"]["uid"].as_str().unwrap_or("").to_string();
             if bound["uid"]
                 .as_str()
                 .is_some_and(|u| !u.is_empty() && u != uid)
@@ -272,19 +278,18 @@ pub async fn token_request(
                     &format!("the UID in the bound object reference ({}) does not match the UID in record ({uid}); the object might have been deleted and then recreated", bound["uid"].as_str().unwrap_or("")),
                 ));
             }
-            Some((name.to_string(), uid))
-        }
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "cannot bind a token to a {other}: only pods are supported"
-            )))
+            Some(Bound {
+                kind,
+                name: name.to_string(),
+                uid,
+            })
         }
     };
     let claims = crate::satoken::Claims {
         namespace: ns.to_string(),
         name: account.to_string(),
         uid: sa["metadata"]["uid"].as_str().unwrap_or("").to_string(),
-        pod,
+        bound,
     };
     let now = chrono::Utc::now();
     let (token, exp) = tokens

@@ -963,6 +963,63 @@ fn rbac_authorizes_by_roles_and_bindings() {
     )
     .unwrap();
 
+    // So does one bound to a secret, or to a node.
+    cp.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "holder",
+        "-n",
+        "default",
+        "--from-literal=k=v",
+    ])
+    .unwrap();
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: token-holder}\n";
+    cp.kubectl_ok(&["create", "-f", &write(&run, "token-node.yaml", node)])
+        .unwrap();
+    for (kind, delete) in [
+        (
+            "Secret",
+            vec!["delete", "secret", "holder", "-n", "default"],
+        ),
+        ("Node", vec!["delete", "node", "token-holder"]),
+    ] {
+        let name = if kind == "Node" {
+            "token-holder"
+        } else {
+            "holder"
+        };
+        let token = cp
+            .kubectl_ok(&[
+                "create",
+                "token",
+                "builder",
+                "-n",
+                "default",
+                &format!("--bound-object-kind={kind}"),
+                &format!("--bound-object-name={name}"),
+            ])
+            .unwrap()
+            .trim()
+            .to_string();
+        let (ok, out, err) = whoami(&token);
+        assert!(
+            ok && out.contains("system:serviceaccount:default:builder"),
+            "{kind}: {out}{err}"
+        );
+        cp.kubectl_ok(&delete).unwrap();
+        e2e::wait::wait_for(
+            &format!("the deleted {kind}'s token to be refused"),
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(100),
+            || {
+                let (ok, _, err) = whoami(&token);
+                Ok((!ok && err.contains("Unauthorized")).then_some(()))
+            },
+        )
+        .unwrap();
+    }
+
     // The same name made again is another account: the old token no longer works.
     cp.kubectl_ok(&["delete", "serviceaccount", "builder", "-n", "default"])
         .unwrap();

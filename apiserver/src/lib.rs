@@ -83,6 +83,15 @@ pub struct Config {
     /// another apiserver's during a key rotation.
     #[arg(long)]
     pub service_account_key_file: Vec<PathBuf>,
+    /// Admission plugins to run besides the default ones (comma-separated). All of this
+    /// apiserver's plugins are on by default: LimitRanger, ServiceAccount, Priority,
+    /// DefaultStorageClass, ResourceQuota, PodSecurity.
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to turn off (comma-separated), e.g. ServiceAccount where no
+    /// controller-manager makes the namespaces' default service accounts.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]

@@ -105,6 +105,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config.service_node_port_range,
     )?;
     let modes = auth::parse_modes(&config.authorization_mode)?;
+    let plugins = crate::admission::plugins::Plugins::from_flags(
+        &config.enable_admission_plugins,
+        &config.disable_admission_plugins,
+    )?;
     let sa_tokens = crate::satoken::Tokens::load(
         &config.service_account_issuer,
         config.service_account_signing_key_file.as_deref(),
@@ -136,7 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Duration::from_secs(60),
     )
     .await?;
-    let store = Arc::new(Store::new(storage, ranges));
+    let store = Arc::new(Store::new(storage, ranges, plugins));
     let authorizer = Arc::new(auth::chain(&modes, || {
         Box::new(crate::rbac::Rbac::new(store.clone()))
     }));

@@ -6,6 +6,7 @@
 //!
 //! Must not: know about HTTP or gRPC. Both front ends call these functions.
 
+use crate::admission::plugins::Plugins;
 use crate::admission::{self, defaults, validation};
 use crate::alloc::ServiceRanges;
 use crate::cache::{decode, stamp_json, Filter, WatchCache};
@@ -110,6 +111,7 @@ pub struct Store {
     pub storage: Storage,
     caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
     pub ranges: ServiceRanges,
+    pub plugins: Plugins,
 }
 
 pub fn now() -> String {
@@ -206,7 +208,7 @@ fn decode_continue(token: &str) -> Result<ContinueToken> {
 }
 
 impl Store {
-    pub fn new(storage: Storage, ranges: ServiceRanges) -> Self {
+    pub fn new(storage: Storage, ranges: ServiceRanges, plugins: Plugins) -> Self {
         let caches = api::registry::RESOURCES
             .iter()
             .map(|info| ((info.group, info.resource), WatchCache::new(info)))
@@ -215,6 +217,7 @@ impl Store {
             storage,
             caches,
             ranges,
+            plugins,
         }
     }
 
@@ -483,6 +486,9 @@ impl Store {
         if info.namespaced {
             self.admit_limits(info, ns, &mut obj, &name).await?;
         }
+        if info.group.is_empty() && info.kind == "Pod" {
+            self.admit_service_account(ns, &mut obj, &name).await?;
+        }
         let causes = validation::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info, &name, causes));
@@ -491,7 +497,7 @@ impl Store {
         self.confirm_no_escalation(info, ns, &obj, &name, opts)?;
         if info.namespaced {
             let namespace = self.check_namespace(info, ns, &name).await?;
-            Self::admit_pod_security(info, &namespace, &obj, &name)?;
+            self.admit_pod_security(info, &namespace, &obj, &name)?;
             self.admit_quota(info, ns, &obj, None, &name, dry_run)
                 .await?;
         }

@@ -36,6 +36,8 @@ struct Inner {
     current: AtomicUsize,
     token: Option<MetadataValue<Ascii>>,
     namespace: String,
+    /// The certificate authority (PEM) the kubeconfig trusts for the apiservers.
+    ca: Option<Vec<u8>>,
 }
 
 /// Whether a call may be sent twice: reads, watches, and writes guarded by a
@@ -165,8 +167,15 @@ impl Client {
                 current: AtomicUsize::new(0),
                 token,
                 namespace: resolved.namespace,
+                ca,
             }),
         })
+    }
+
+    /// The certificate authority (PEM) the kubeconfig trusts for the apiservers, if it
+    /// names one.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.inner.ca.as_deref()
     }
 
     /// The kubeconfig context's namespace ("default" when it names none).

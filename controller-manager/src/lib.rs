@@ -3,7 +3,8 @@
 //! Owns: each controller as a module (`replicaset`, `deployment`, `endpoints`,
 //! `garbagecollector`, `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`,
 //! `job`, `cronjob` with its `cron` schedules, `daemonset`, `statefulset`, `podgc`,
-//! `persistentvolume` (the binder), `resourcequota`, `clusterroleaggregation`) on shared
+//! `persistentvolume` (the binder), `resourcequota`, `clusterroleaggregation`,
+//! `rootcacert` (the root-ca-cert-publisher)) on shared
 //! informers and work queues (`controller` holds the worker loop and expectations),
 //! leader election on `kube-system/kube-controller-manager`.
 //!
@@ -26,6 +27,7 @@ pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootcacert;
 pub mod serviceaccount;
 pub mod statefulset;
 
@@ -76,6 +78,10 @@ pub struct Config {
     pub terminated_pod_gc_threshold: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_resource_quota_syncs: usize,
+    /// The CA bundle (PEM) published in every namespace as config map kube-root-ca.crt;
+    /// without it, the certificate authority of the kubeconfig.
+    #[arg(long)]
+    pub root_ca_file: Option<std::path::PathBuf>,
     /// How often every quota's usage is counted again, events or not.
     #[arg(long, default_value = "5m", value_parser = client::flags::parse_duration)]
     pub resource_quota_sync_period: std::time::Duration,
@@ -108,6 +114,7 @@ pub const ALL: &[&str] = &[
     "persistentvolume-binder",
     "resourcequota",
     "clusterrole-aggregation",
+    "root-ca-cert-publisher",
 ];
 
 /// Resolves `--controllers` (`*`, names, `-name`) to the controllers to run.
@@ -164,6 +171,14 @@ async fn run_async(
     cidr: nodeipam::Cidr,
 ) -> anyhow::Result<()> {
     let client = client::Client::from_flags(&config.common, "controller-manager")?;
+    let root_ca = match &config.root_ca_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("--root-ca-file: reading {}: {e}", p.display()))?,
+        None => String::from_utf8_lossy(client.ca_pem().unwrap_or_default()).into_owned(),
+    };
+    if enabled.contains(&"root-ca-cert-publisher") && root_ca.trim().is_empty() {
+        anyhow::bail!("root-ca-cert-publisher: no --root-ca-file, and the kubeconfig names no certificate authority to publish");
+    }
     let health = Health::default();
     let (addr, _server) = health
         .serve(&config.common.metrics_bind_address, "metrics-bind-address")
@@ -280,6 +295,11 @@ async fn run_async(
     controller!(
         "clusterrole-aggregation",
         clusterroleaggregation::ClusterRoleAggregationController::new(&ctx),
+        1
+    );
+    controller!(
+        "root-ca-cert-publisher",
+        rootcacert::RootCaPublisher::new(&ctx, root_ca),
         1
     );
     let refs: Vec<&dyn client::informer::Startable> =

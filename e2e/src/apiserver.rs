@@ -109,6 +109,8 @@ pub struct ControlPlane {
     etcd_client: CertFiles,
     serving: CertFiles,
     token_file: PathBuf,
+    /// The flags each apiserver of this control plane gets beyond the harness's own.
+    apiserver_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -118,7 +120,19 @@ impl ControlPlane {
     }
 
     /// As `start`, with more apiserver flags (`--authorization-mode=RBAC`).
+    ///
+    /// The ServiceAccount admission plugin is off unless the flags name admission plugins
+    /// themselves: no controller-manager runs here to make each namespace's `default`
+    /// account, which that plugin wants for every pod (Kubernetes' integration tests run
+    /// their apiservers without it for the same reason).
     pub fn start_with(run: &RunDir, flavor: Flavor, apiserver_args: &[String]) -> Result<Self> {
+        let mut apiserver_args = apiserver_args.to_vec();
+        if !apiserver_args
+            .iter()
+            .any(|a| a.contains("-admission-plugins"))
+        {
+            apiserver_args.push("--disable-admission-plugins=ServiceAccount".into());
+        }
         let pki = Pki::create(&run.path().join("pki"))?;
         let kv_certs = pki.serving("kvstore", "kvstore", &[])?;
         let ca = pki.ca().cert.clone();
@@ -160,7 +174,7 @@ impl ControlPlane {
                 token_file: Some(&token_file),
                 service_account_key: &pki.service_account_key(),
                 detached: false,
-                extra_args: apiserver_args,
+                extra_args: &apiserver_args,
             },
         )?;
         wait_ready(&mut apiserver, &kubeconfig, Duration::from_secs(60))?;
@@ -177,6 +191,7 @@ impl ControlPlane {
             etcd_client,
             serving,
             token_file,
+            apiserver_args,
         })
     }
 
@@ -197,7 +212,7 @@ impl ControlPlane {
                 token_file: Some(&self.token_file),
                 service_account_key: &self.pki.service_account_key(),
                 detached: false,
-                extra_args: &[],
+                extra_args: &self.apiserver_args,
             },
         )?;
         let kubeconfig = self.admin_kubeconfig(

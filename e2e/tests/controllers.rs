@@ -42,7 +42,10 @@ fn env(name: &str, nodes: usize) -> Env {
 
 fn env_with(name: &str, nodes: usize, cm_args: &[&str]) -> Env {
     let run = RunDir::temp(name).unwrap();
-    let cp = ControlPlane::start(&run, Flavor::Kvstore).unwrap();
+    // The controller-manager makes each namespace's default account: the ServiceAccount
+    // admission plugin can run, as in a real cluster.
+    let sa_admission = ["--enable-admission-plugins=ServiceAccount".to_string()];
+    let cp = ControlPlane::start_with(&run, Flavor::Kvstore, &sa_admission).unwrap();
     let kube = TestClient::new(&cp);
     for i in 0..nodes {
         kube.node(&format!("n{i}"), json!({}), json!({}), "100");
@@ -817,9 +820,14 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
     let e = env("ctl-quota", 0);
     let (kube, cp) = (&e.kube, &e.cp);
     kube.namespace("q");
-    // Whatever configmaps the namespace starts with (a kube-root-ca.crt, if a controller
-    // publishes one) count too.
+    // The config maps the namespace starts with (the published kube-root-ca.crt) count
+    // too.
     let cms: Api<ConfigMap> = Api::namespaced(kube.client.clone(), "q");
+    kube.wait("the namespace's kube-root-ca.crt", |k| {
+        k.rt.block_on(cms.get_opt("kube-root-ca.crt"))
+            .unwrap()
+            .map(drop)
+    });
     let configmaps = kube
         .rt
         .block_on(cms.list(&Default::default()))
@@ -954,6 +962,92 @@ fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
     let (ok, _, err) = cronjob("again");
     assert!(ok, "{err}");
     wait_used("compute", one("1"));
+}
+
+#[test]
+fn pods_run_as_service_accounts_and_every_namespace_has_the_cluster_ca() {
+    let e = env("ctl-sa", 0);
+    let (kube, cp) = (&e.kube, &e.cp);
+    kube.namespace("sa");
+    // The namespace's copy of the CA bundle, put back when deleted or changed.
+    let cms: Api<ConfigMap> = Api::namespaced(kube.client.clone(), "sa");
+    let ca = std::fs::read_to_string(&cp.ca).unwrap();
+    let published = |k: &TestClient| -> Option<()> {
+        let cm = k.rt.block_on(cms.get_opt("kube-root-ca.crt")).unwrap()?;
+        (cm.data?.get("ca.crt")? == &ca).then_some(())
+    };
+    kube.wait("kube-root-ca.crt in the new namespace", published);
+    cp.kubectl_ok(&["delete", "configmap", "kube-root-ca.crt", "-n", "sa"])
+        .unwrap();
+    kube.wait("kube-root-ca.crt put back", published);
+    let forged = r#"{"data":{"ca.crt":"forged"}}"#;
+    cp.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "kube-root-ca.crt",
+        "-n",
+        "sa",
+        "--type=merge",
+        "-p",
+        forged,
+    ])
+    .unwrap();
+    kube.wait("kube-root-ca.crt restored", published);
+
+    // A pod runs as the namespace's default account and mounts the API access volume.
+    let run_as = |name: &str, account: Option<&str>| {
+        let overrides = account.map(|a| {
+            format!(r#"--overrides={{"apiVersion":"v1","spec":{{"serviceAccountName":"{a}"}}}}"#)
+        });
+        let mut args = vec!["run", name, "-n", "sa", "--image=busybox:1.36"];
+        args.extend(overrides.as_deref());
+        cp.kubectl(&args).unwrap()
+    };
+    let (ok, _, err) = run_as("web", None);
+    assert!(ok, "{err}");
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), "sa");
+    let spec = kube.rt.block_on(pods.get("web")).unwrap().spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name.starts_with("kube-api-access-"))
+        .expect("the API access volume");
+    let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+    assert!(sources.iter().any(|s| s
+        .config_map
+        .as_ref()
+        .is_some_and(|c| c.name == "kube-root-ca.crt")));
+    assert!(sources.iter().any(|s| s.service_account_token.is_some()));
+    let path = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert!(spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == volume.name && m.mount_path == path && m.read_only == Some(true)));
+    let described = cp
+        .kubectl_ok(&["describe", "pod", "web", "-n", "sa"])
+        .unwrap();
+    assert!(
+        described.contains(&format!("{path} from {} (ro)", volume.name)),
+        "{described}"
+    );
+
+    // An account that does not exist is refused; one that opts out gets no volume.
+    let (ok, _, err) = run_as("ghost", Some("nobody"));
+    assert!(
+        !ok && err.contains(r#"pods "ghost" is forbidden: error looking up service account sa/nobody: serviceaccount "nobody" not found"#),
+        "{err}"
+    );
+    let quiet = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: quiet, namespace: sa}\nautomountServiceAccountToken: false\n";
+    cp.kubectl_ok(&["apply", "-f", &write(&e.run, "quiet.yaml", quiet)])
+        .unwrap();
+    let (ok, _, err) = run_as("quiet", Some("quiet"));
+    assert!(ok, "{err}");
+    let spec = kube.rt.block_on(pods.get("quiet")).unwrap().spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("quiet"));
+    assert!(spec.volumes.is_none() && spec.containers[0].volume_mounts.is_none());
 }
 
 #[test]

@@ -6,7 +6,9 @@
 
 pub mod defaults;
 pub mod limits;
+pub mod plugins;
 pub mod podsecurity;
+pub mod serviceaccount;
 pub mod validation;
 
 use crate::error::ApiError;

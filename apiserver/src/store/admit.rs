@@ -3,7 +3,8 @@
 //! The pure ones (decode, defaults, validation) are in `crate::admission`.
 
 use super::Store;
-use crate::admission::{defaults, limits, podsecurity};
+use crate::admission::plugins::Plugin;
+use crate::admission::{defaults, limits, podsecurity, serviceaccount};
 use crate::auth::Attributes;
 use crate::cache::{decode, Filter, WatchCache};
 use crate::error::{ApiError, Cause, Result};
@@ -36,6 +37,9 @@ impl Store {
     /// PreemptLowerPriority). A class that does not exist, or a priority or policy the pod
     /// brings that differs from the computed one, is a 403.
     pub(super) async fn admit_priority(&self, pod: &mut Value, name: &str) -> Result<()> {
+        if !self.plugins.on(Plugin::Priority) {
+            return Ok(());
+        }
         let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
         let forbidden = |why: String| ApiError::denied(pods, name, why);
         let (info, cache) = self.priority_classes().await;
@@ -96,6 +100,9 @@ impl Store {
     /// DefaultStorageClass admission: a claim that names no class (the field absent, not
     /// "") gets the default one, the newest if several are marked.
     pub(super) async fn admit_storage_class(&self, claim: &mut Value) {
+        if !self.plugins.on(Plugin::DefaultStorageClass) {
+            return;
+        }
         if !claim["spec"]["storageClassName"].is_null() {
             return;
         }
@@ -117,6 +124,52 @@ impl Store {
         }
     }
 
+    /// ServiceAccount admission for a new pod: the account it runs as (`default` unless
+    /// it names one) must exist, else a 403 (for `default`, which the controller-manager
+    /// makes in each new namespace, after retrying for a second or two, as Kubernetes
+    /// does); then its API access volume is mounted (`admission::serviceaccount`).
+    pub(super) async fn admit_service_account(
+        &self,
+        ns: &str,
+        pod: &mut Value,
+        name: &str,
+    ) -> Result<()> {
+        if !self.plugins.on(Plugin::ServiceAccount) || serviceaccount::is_mirror(pod) {
+            return Ok(());
+        }
+        let account = serviceaccount::account(pod);
+        let (info, cache) = self.synced("", "serviceaccounts").await;
+        let key = info.storage_key(ns, &account);
+        let tries = if account == "default" { 10 } else { 1 };
+        let pods = api::registry::by_resource("", "v1", "pods").expect("pods");
+        let mut found = cache.get(&key);
+        // A namespace that is missing or going is refused as such, later.
+        if found.is_none() && self.check_namespace(pods, ns, name).await.is_err() {
+            return Ok(());
+        }
+        for attempt in 0..tries {
+            if found.is_some() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            }
+            // The cache may lag an account created a moment ago.
+            if let Some(s) = self.storage.get(&key).await? {
+                found = Some(Arc::new(decode(&s.value, s.mod_revision)?));
+            }
+        }
+        let Some(sa) = found else {
+            return Err(ApiError::denied(
+                pods,
+                name,
+                format!("error looking up service account {ns}/{account}: serviceaccount \"{account}\" not found"),
+            ));
+        };
+        serviceaccount::mount_token(pod, sa["automountServiceAccountToken"].as_bool());
+        Ok(())
+    }
+
     /// Only one PriorityClass may be the global default (403 otherwise, as Kubernetes'
     /// admission answers).
     pub(super) async fn admit_default_class(
@@ -125,6 +178,9 @@ impl Store {
         obj: &Value,
         name: &str,
     ) -> Result<()> {
+        if !self.plugins.on(Plugin::Priority) {
+            return Ok(());
+        }
         if info.kind != "PriorityClass" || obj["globalDefault"] != json!(true) {
             return Ok(());
         }
@@ -268,11 +324,15 @@ impl Store {
     /// PodSecurity admission (see `admission::podsecurity`): a new pod in a namespace
     /// that enforces a level must meet it.
     pub(super) fn admit_pod_security(
+        &self,
         info: &ResourceInfo,
         namespace: &Value,
         pod: &Value,
         name: &str,
     ) -> Result<()> {
+        if !self.plugins.on(Plugin::PodSecurity) {
+            return Ok(());
+        }
         if (info.group, info.resource) != ("", "pods") {
             return Ok(());
         }
@@ -296,7 +356,10 @@ impl Store {
     /// The PodSecurity warnings a new object earns (`warn` level for pods, enforced or
     /// warned level for workloads' templates); none if its namespace is not known yet.
     pub fn pod_security_warnings(&self, info: &ResourceInfo, ns: &str, obj: &Value) -> Vec<String> {
-        if !info.namespaced || podsecurity::pod_of(info.kind, obj).is_none() {
+        if !self.plugins.on(Plugin::PodSecurity)
+            || !info.namespaced
+            || podsecurity::pod_of(info.kind, obj).is_none()
+        {
             return Vec::new();
         }
         let namespaces = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
@@ -314,6 +377,9 @@ impl Store {
         obj: &mut Value,
         name: &str,
     ) -> Result<()> {
+        if !self.plugins.on(Plugin::LimitRanger) {
+            return Ok(());
+        }
         let pod = match (info.group, info.resource) {
             ("", "pods") => true,
             ("", "persistentvolumeclaims") => false,
@@ -355,6 +421,9 @@ impl Store {
         name: &str,
         dry_run: bool,
     ) -> Result<()> {
+        if !self.plugins.on(Plugin::ResourceQuota) {
+            return Ok(());
+        }
         if !info.namespaced {
             return Ok(());
         }

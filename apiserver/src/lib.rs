@@ -92,6 +92,10 @@ pub struct Config {
     /// controller-manager makes the namespaces' default service accounts.
     #[arg(long, value_delimiter = ',')]
     pub disable_admission_plugins: Vec<String>,
+    /// An AdmissionConfiguration (YAML) configuring admission plugins: PodSecurity's
+    /// cluster-wide defaults and exemptions.
+    #[arg(long)]
+    pub admission_control_config_file: Option<PathBuf>,
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]

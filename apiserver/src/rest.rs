@@ -522,6 +522,7 @@ async fn serve(
         apply: false,
         requester: Some(requester.clone()),
     };
+    let user = Some(requester.user.name.as_str());
     let table = wants_table(accept);
     let include_object = q.get("includeObject").is_some_and(|v| v == "Object");
     let content_type = header_text(&req, header::CONTENT_TYPE);
@@ -576,7 +577,7 @@ async fn serve(
             match (t.name.as_deref(), sub) {
                 (None, "") => {
                     let mut warnings = validation.check(info, &body)?;
-                    warnings.extend(store.pod_security_warnings(info, ns, &body));
+                    warnings.extend(store.pod_security_warnings(info, ns, &body, user));
                     let o = store.create(info, ns, body, &write).await?;
                     Ok(with_warnings(json_response(201, &o), &warnings))
                 }
@@ -620,7 +621,7 @@ async fn serve(
             let body = decode_body(&content_type, &bytes)?;
             let mut warnings = validation.check(info, &body)?;
             if sub.is_empty() && info.kind != "Pod" {
-                warnings.extend(store.pod_security_warnings(info, ns, &body));
+                warnings.extend(store.pod_security_warnings(info, ns, &body, user));
             }
             let o = store.update(info, ns, name, sub, body, &write).await?;
             Ok(with_warnings(json_response(200, &o), &warnings))

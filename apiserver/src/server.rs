@@ -105,10 +105,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config.service_node_port_range,
     )?;
     let modes = auth::parse_modes(&config.authorization_mode)?;
-    let plugins = crate::admission::plugins::Plugins::from_flags(
+    let mut plugins = crate::admission::plugins::Plugins::from_flags(
         &config.enable_admission_plugins,
         &config.disable_admission_plugins,
     )?;
+    if let Some(file) = &config.admission_control_config_file {
+        plugins.configure(file)?;
+    }
     let sa_tokens = crate::satoken::Tokens::load(
         &config.service_account_issuer,
         config.service_account_signing_key_file.as_deref(),

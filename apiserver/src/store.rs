@@ -497,7 +497,8 @@ impl Store {
         self.confirm_no_escalation(info, ns, &obj, &name, opts)?;
         if info.namespaced {
             let namespace = self.check_namespace(info, ns, &name).await?;
-            self.admit_pod_security(info, &namespace, &obj, &name)?;
+            let user = opts.requester.as_deref().map(|r| r.user.name.as_str());
+            self.admit_pod_security(info, &namespace, &obj, &name, user)?;
             self.admit_quota(info, ns, &obj, None, &name, dry_run)
                 .await?;
         }

@@ -268,6 +268,21 @@ impl ControlPlane {
         kubectl(&self.kubeconfig, args)
     }
 
+    /// A kubeconfig for `token-user` (groups `dev`, by its bearer token), in `run`.
+    pub fn token_user_kubeconfig(&self, run: &RunDir) -> Result<PathBuf> {
+        let path = run.path().join("token-user.kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority: '{}'}}\nusers:\n- name: u\n  user: {{token: '{}'}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+                self.url,
+                self.ca.display(),
+                self.token
+            ),
+        )?;
+        Ok(path)
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
         let (ok, out, err) = self.kubectl(args)?;

@@ -775,18 +775,8 @@ fn rbac_authorizes_by_roles_and_bindings() {
         );
     }
     // token-user (group dev), through a kubeconfig of its own.
-    let kubeconfig = write(
-        &run,
-        "token-user.kubeconfig",
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority: '{}'}}\nusers:\n- name: u\n  user: {{token: '{}'}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            cp.url,
-            cp.ca.display(),
-            cp.token
-        ),
-    );
-    let as_user =
-        |args: &[&str]| e2e::apiserver::kubectl(std::path::Path::new(&kubeconfig), args).unwrap();
+    let kubeconfig = cp.token_user_kubeconfig(&run).unwrap();
+    let as_user = |args: &[&str]| e2e::apiserver::kubectl(&kubeconfig, args).unwrap();
     let (ok, _, err) = as_user(&["get", "pods", "-n", "default"]);
     assert!(!ok);
     assert!(
@@ -1089,4 +1079,58 @@ fn rbac_authorizes_by_roles_and_bindings() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() {
+    let run = RunDir::temp("apiserver-psa").unwrap();
+    let admission = "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults: {enforce: baseline, warn: restricted}\n    exemptions: {namespaces: [open], usernames: [token-user]}\n";
+    let flag = format!(
+        "--admission-control-config-file={}",
+        write(&run, "admission.yaml", admission)
+    );
+    let cp = ControlPlane::start_with(&run, Flavor::Kvstore, &[flag]).unwrap();
+    for ns in ["open", "labelled"] {
+        cp.kubectl_ok(&["create", "namespace", ns]).unwrap();
+    }
+    let label = "pod-security.kubernetes.io/enforce=privileged";
+    cp.kubectl_ok(&["label", "namespace", "labelled", label])
+        .unwrap();
+    let pod = |name: &str, security: &str| {
+        let text = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    securityContext: {security}\n");
+        write(&run, &format!("{name}.yaml"), &text)
+    };
+    let root = pod("root", "{privileged: true}");
+    // Where a namespace says nothing, the cluster's default level is enforced...
+    let err = cp
+        .kubectl_err(&["create", "-f", &root, "-n", "default"])
+        .unwrap();
+    assert!(
+        err.contains(r#"pods "root" is forbidden: violates PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
+        "{err}"
+    );
+    // ... and warned: a baseline pod that is not restricted is admitted with a warning.
+    let (ok, _, err) = cp
+        .kubectl(&["create", "-f", &pod("plain", "{}"), "-n", "default"])
+        .unwrap();
+    assert!(
+        ok && err.contains(r#"Warning: would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false"#),
+        "{err}"
+    );
+    // A namespace's own label wins for its mode (the default warning still comes); an
+    // exempt namespace or user is not checked at all.
+    let (ok, out, err) = cp
+        .kubectl(&["create", "-f", &root, "-n", "labelled"])
+        .unwrap();
+    assert!(
+        ok && err.contains(r#"Warning: would violate PodSecurity "restricted:latest": privileged"#),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cp.kubectl(&["create", "-f", &root, "-n", "open"]).unwrap();
+    assert!(ok && !err.contains("Warning"), "{out}{err}");
+    // (This control plane authorizes everyone: token-user may create pods.)
+    let kubeconfig = cp.token_user_kubeconfig(&run).unwrap();
+    let (ok, out, err) =
+        e2e::apiserver::kubectl(&kubeconfig, &["create", "-f", &root, "-n", "default"]).unwrap();
+    assert!(ok && !err.contains("Warning"), "{out}{err}");
 }

@@ -4,25 +4,122 @@
 //! != false (container "web" must set securityContext.allowPrivilegeEscalation=false)`);
 //! the `warn` label turns the same findings into warnings, and a workload (deployment,
 //! job, ...) whose pod template breaks the enforced or warned level is admitted with a
-//! warning. `privileged` (and no label) allows everything. Every version label reads as
-//! the latest standard.
+//! warning. `privileged` allows everything. A namespace without a label gets the
+//! cluster's default for that mode (`Config`, from the PodSecurityConfiguration in
+//! `--admission-control-config-file`; privileged unless it says otherwise), and the
+//! configuration's exemptions (namespaces, requesting users, pods' runtime classes) are
+//! never checked. Every version reads as the latest standard.
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 const LEVELS: &[&str] = &["privileged", "baseline", "restricted"];
+const MODES: &[&str] = &["enforce", "audit", "warn"];
 
-/// The level a namespace sets for `mode` (`enforce`, `warn`) and its version label, if
-/// it restricts anything.
-pub fn level(namespace: &Value, mode: &str) -> Option<(String, String)> {
+/// Cluster-wide PodSecurity settings: each mode's level (and version) where a namespace
+/// has no label for it, and what is exempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Per mode, (level, version); a mode not here is privileged.
+    defaults: BTreeMap<String, (String, String)>,
+    exempt_usernames: Vec<String>,
+    exempt_runtime_classes: Vec<String>,
+    exempt_namespaces: Vec<String>,
+}
+
+impl Config {
+    /// From a `PodSecurityConfiguration` (pod-security.admission.config.k8s.io v1,
+    /// v1beta1 or v1alpha1); an error names the field at fault.
+    pub fn from_value(v: &Value) -> Result<Self, String> {
+        let api_version = v["apiVersion"].as_str().unwrap_or("");
+        let known = ["v1", "v1beta1", "v1alpha1"]
+            .map(|ver| format!("pod-security.admission.config.k8s.io/{ver}"));
+        if v["kind"] != "PodSecurityConfiguration" || !known.iter().any(|k| k == api_version) {
+            return Err(format!(
+                "expected kind PodSecurityConfiguration of apiVersion pod-security.admission.config.k8s.io/v1, got {} {api_version}",
+                v["kind"]
+            ));
+        }
+        let mut config = Config::default();
+        let defaults = &v["defaults"];
+        for mode in MODES {
+            let text = |key: &str, fallback: &'static str| match &defaults[key] {
+                Value::Null => Ok(fallback.to_string()),
+                Value::String(s) => Ok(s.clone()),
+                other => Err(format!("defaults.{key}: {other} is not a string")),
+            };
+            let level = text(mode, "privileged")?;
+            if !LEVELS.contains(&level.as_str()) {
+                return Err(format!(
+                    "defaults.{mode}: {level:?} must be one of privileged, baseline, restricted"
+                ));
+            }
+            let version = text(&format!("{mode}-version"), "latest")?;
+            if !valid_version(&version) {
+                return Err(format!(
+                    "defaults.{mode}-version: {version:?} must be \"latest\" or \"v1.x\""
+                ));
+            }
+            config.defaults.insert(mode.to_string(), (level, version));
+        }
+        let exemptions = &v["exemptions"];
+        let list = |key: &str| -> Result<Vec<String>, String> {
+            match &exemptions[key] {
+                Value::Null => Ok(Vec::new()),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .ok_or_else(|| format!("exemptions.{key}: {i} is not a name"))
+                    })
+                    .collect(),
+                other => Err(format!("exemptions.{key}: {other} is not a list")),
+            }
+        };
+        config.exempt_usernames = list("usernames")?;
+        config.exempt_runtime_classes = list("runtimeClasses")?;
+        config.exempt_namespaces = list("namespaces")?;
+        Ok(config)
+    }
+
+    /// Whether a request is exempt: its namespace, its user, or the pod's runtime class.
+    pub fn exempt(&self, namespace: &str, user: Option<&str>, pod: &Value) -> bool {
+        self.exempt_namespaces.iter().any(|n| n == namespace)
+            || user.is_some_and(|u| self.exempt_usernames.iter().any(|n| n == u))
+            || pod["spec"]["runtimeClassName"]
+                .as_str()
+                .is_some_and(|rc| self.exempt_runtime_classes.iter().any(|n| n == rc))
+    }
+}
+
+/// The level that applies in a namespace for `mode` (`enforce`, `warn`) and its version:
+/// the namespace's labels, else the cluster's defaults; None when it restricts nothing.
+pub fn level(namespace: &Value, mode: &str, config: &Config) -> Option<(String, String)> {
     let labels = &namespace["metadata"]["labels"];
-    let level = labels[format!("pod-security.kubernetes.io/{mode}")].as_str()?;
+    let (default_level, default_version) = config
+        .defaults
+        .get(mode)
+        .map_or(("privileged", "latest"), |(l, v)| (l.as_str(), v.as_str()));
+    let level = labels[format!("pod-security.kubernetes.io/{mode}")]
+        .as_str()
+        .unwrap_or(default_level);
     if !matches!(level, "baseline" | "restricted") {
         return None;
     }
     let version = labels[format!("pod-security.kubernetes.io/{mode}-version")]
         .as_str()
-        .unwrap_or("latest");
+        .unwrap_or(default_version);
     Some((level.to_string(), version.to_string()))
+}
+
+/// `latest` or `v1.<minor>`.
+fn valid_version(text: &str) -> bool {
+    text == "latest"
+        || text
+            .strip_prefix("v1.")
+            .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What is wrong with a namespace's pod-security labels, as (label, value, allowed).
@@ -40,12 +137,7 @@ pub fn bad_labels(namespace: &Value) -> Vec<(String, Value, &'static str)> {
                 v.clone(),
                 "must be one of privileged, baseline, restricted",
             )),
-            "enforce-version" | "warn-version" | "audit-version"
-                if text != "latest"
-                    && !text.strip_prefix("v1.").is_some_and(|m| {
-                        !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())
-                    }) =>
-            {
+            "enforce-version" | "warn-version" | "audit-version" if !valid_version(text) => {
                 out.push((k.clone(), v.clone(), "must be \"latest\" or \"v1.x\""))
             }
             _ => {}
@@ -71,16 +163,26 @@ pub fn pod_of<'a>(kind: &str, obj: &'a Value) -> Option<&'a Value> {
     .filter(|p| p.is_object())
 }
 
-/// The warnings a new object of `kind` earns in `namespace`: a pod for the `warn` level,
-/// a workload's template for the stricter of `enforce` and `warn` (workloads are never
-/// refused: their pods are).
-pub fn warnings(namespace: &Value, kind: &str, obj: &Value) -> Vec<String> {
+/// The warnings a new object of `kind` earns in `namespace` from `user`: a pod for the
+/// `warn` level, a workload's template for the stricter of `enforce` and `warn`
+/// (workloads are never refused: their pods are).
+pub fn warnings(
+    namespace: &Value,
+    kind: &str,
+    obj: &Value,
+    config: &Config,
+    user: Option<&str>,
+) -> Vec<String> {
     let Some(pod) = pod_of(kind, obj) else {
         return Vec::new();
     };
-    let mut levels = vec![level(namespace, "warn")];
+    let ns = namespace["metadata"]["name"].as_str().unwrap_or("");
+    if config.exempt(ns, user, pod) {
+        return Vec::new();
+    }
+    let mut levels = vec![level(namespace, "warn", config)];
     if kind != "Pod" {
-        levels.push(level(namespace, "enforce"));
+        levels.push(level(namespace, "enforce", config));
     }
     let Some((level, version)) = levels
         .into_iter()
@@ -466,14 +568,16 @@ mod tests {
         assert_eq!(
             level(
                 &labels(json!({"pod-security.kubernetes.io/enforce": "restricted"})),
-                "enforce"
+                "enforce",
+                &Config::default()
             ),
             Some(("restricted".into(), "latest".into()))
         );
         assert_eq!(
             level(
                 &labels(json!({"pod-security.kubernetes.io/enforce": "privileged"})),
-                "enforce"
+                "enforce",
+                &Config::default()
             ),
             None
         );
@@ -491,11 +595,81 @@ mod tests {
         let ns = labels(json!({"pod-security.kubernetes.io/enforce": "baseline"}));
         let deploy = json!({"spec": {"template": {"spec": {"hostNetwork": true, "containers": [{"name": "c"}]}}}});
         assert_eq!(
-            warnings(&ns, "Deployment", &deploy),
+            warnings(&ns, "Deployment", &deploy, &Config::default(), None),
             vec![
                 r#"would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#
             ]
         );
-        assert!(warnings(&ns, "Pod", &deploy["spec"]["template"]).is_empty());
+        assert!(warnings(
+            &ns,
+            "Pod",
+            &deploy["spec"]["template"],
+            &Config::default(),
+            None
+        )
+        .is_empty());
+    }
+
+    fn config(v: Value) -> Result<Config, String> {
+        let mut doc = json!({"apiVersion": "pod-security.admission.config.k8s.io/v1",
+            "kind": "PodSecurityConfiguration"});
+        doc.as_object_mut()
+            .unwrap()
+            .extend(v.as_object().unwrap().clone());
+        Config::from_value(&doc)
+    }
+
+    #[test]
+    fn cluster_defaults_apply_where_a_namespace_has_no_label() {
+        let c = config(
+            json!({"defaults": {"enforce": "baseline", "warn": "restricted",
+            "warn-version": "v1.33"}}),
+        )
+        .unwrap();
+        let ns = |l: Value| json!({"metadata": {"name": "n", "labels": l}});
+        let plain = ns(json!({}));
+        assert_eq!(
+            level(&plain, "enforce", &c),
+            Some(("baseline".into(), "latest".into()))
+        );
+        assert_eq!(
+            level(&plain, "warn", &c),
+            Some(("restricted".into(), "v1.33".into()))
+        );
+        // A label wins, and its level keeps the default's version.
+        let open = ns(json!({"pod-security.kubernetes.io/enforce": "privileged"}));
+        assert_eq!(level(&open, "enforce", &c), None);
+        let strict = ns(json!({"pod-security.kubernetes.io/warn": "baseline"}));
+        assert_eq!(
+            level(&strict, "warn", &c),
+            Some(("baseline".into(), "v1.33".into()))
+        );
+        assert_eq!(level(&plain, "audit", &c), None);
+    }
+
+    #[test]
+    fn exemptions_and_bad_configurations() {
+        let c = config(json!({"exemptions": {"usernames": ["admin"],
+            "runtimeClasses": ["kata"], "namespaces": ["kube-system"]}}))
+        .unwrap();
+        let pod = json!({"spec": {"containers": []}});
+        let kata = json!({"spec": {"runtimeClassName": "kata", "containers": []}});
+        assert!(c.exempt("kube-system", None, &pod));
+        assert!(c.exempt("dev", Some("admin"), &pod));
+        assert!(c.exempt("dev", Some("someone"), &kata));
+        assert!(!c.exempt("dev", Some("someone"), &pod));
+        assert_eq!(
+            config(json!({"defaults": {"enforce": "strict"}})).unwrap_err(),
+            r#"defaults.enforce: "strict" must be one of privileged, baseline, restricted"#
+        );
+        assert_eq!(
+            config(json!({"defaults": {"audit-version": "1.29"}})).unwrap_err(),
+            r#"defaults.audit-version: "1.29" must be "latest" or "v1.x""#
+        );
+        assert!(config(json!({"exemptions": {"namespaces": "kube-system"}}))
+            .unwrap_err()
+            .starts_with("exemptions.namespaces:"));
+        let wrong = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        assert!(Config::from_value(&wrong).is_err());
     }
 }

@@ -322,13 +322,15 @@ impl Store {
     }
 
     /// PodSecurity admission (see `admission::podsecurity`): a new pod in a namespace
-    /// that enforces a level must meet it.
+    /// that enforces a level (by its label, or the cluster's default) must meet it,
+    /// unless its namespace, its requesting `user` or its runtime class is exempt.
     pub(super) fn admit_pod_security(
         &self,
         info: &ResourceInfo,
         namespace: &Value,
         pod: &Value,
         name: &str,
+        user: Option<&str>,
     ) -> Result<()> {
         if !self.plugins.on(Plugin::PodSecurity) {
             return Ok(());
@@ -336,7 +338,12 @@ impl Store {
         if (info.group, info.resource) != ("", "pods") {
             return Ok(());
         }
-        let Some((level, version)) = podsecurity::level(namespace, "enforce") else {
+        let config = &self.plugins.pod_security;
+        let ns = namespace["metadata"]["name"].as_str().unwrap_or("");
+        if config.exempt(ns, user, pod) {
+            return Ok(());
+        }
+        let Some((level, version)) = podsecurity::level(namespace, "enforce", config) else {
             return Ok(());
         };
         let broken = podsecurity::violations(&level, pod);
@@ -355,7 +362,13 @@ impl Store {
 
     /// The PodSecurity warnings a new object earns (`warn` level for pods, enforced or
     /// warned level for workloads' templates); none if its namespace is not known yet.
-    pub fn pod_security_warnings(&self, info: &ResourceInfo, ns: &str, obj: &Value) -> Vec<String> {
+    pub fn pod_security_warnings(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        obj: &Value,
+        user: Option<&str>,
+    ) -> Vec<String> {
         if !self.plugins.on(Plugin::PodSecurity)
             || !info.namespaced
             || podsecurity::pod_of(info.kind, obj).is_none()
@@ -364,7 +377,9 @@ impl Store {
         }
         let namespaces = api::registry::by_resource("", "v1", "namespaces").expect("namespaces");
         match self.cache(namespaces).get(&namespaces.storage_key("", ns)) {
-            Some(namespace) => podsecurity::warnings(&namespace, info.kind, obj),
+            Some(namespace) => {
+                podsecurity::warnings(&namespace, info.kind, obj, &self.plugins.pod_security, user)
+            }
             None => Vec::new(),
         }
     }

@@ -28,16 +28,25 @@ for dirpath, _, files in sorted(os.walk(root)):
         for m in re.finditer(r'pub struct (\w+) \{(.*?)\n\}', text, re.S):
             name, body = m.group(1), m.group(2) + "\n"
             out.append('T io.k8s.' + '.'.join(module) + '.' + name)
-            # Each field: an attribute, then `pub name: type,` (possibly over lines).
-            for fm in re.finditer(r'#\[prost\(([^]]*)\)\]\s*pub (r#)?(\w+):\s*(.*?),\n', body, re.S):
-                attrs, field, rtype = fm.group(1), fm.group(3), ' '.join(fm.group(4).split())
+            # Each field: an attribute, then `pub name: type,` where the type may span
+            # lines and hold commas inside its angle brackets.
+            for fm in re.finditer(r'#\[prost\(([^]]*)\)\]\s*pub (r#)?(\w+):\s*', body):
+                attrs, field = fm.group(1), fm.group(3)
+                end, depth = fm.end(), 0
+                while end < len(body) and not (body[end] == ',' and depth == 0):
+                    depth += {'<': 1, '>': -1}.get(body[end], 0)
+                    end += 1
+                rtype = ' '.join(body[fm.end():end].split())
                 tag = re.search(r'tag = "(\d+)"', attrs).group(1)
                 parts = [p.strip() for p in attrs.split(',')]
                 def resolve(t):
+                    # A map's message type is its second type argument.
+                    for m in ('::prost::alloc::collections::BTreeMap<', '::std::collections::BTreeMap<'):
+                        if t.startswith(m):
+                            t = t[len(m):].split(',', 1)[1]
                     t = t.replace('::core::option::Option<', '').replace('::prost::alloc::vec::Vec<', '')
-                    t = t.replace('::prost::alloc::boxed::Box<', '').rstrip('>').strip()
-                    if t.startswith('::std::collections::BTreeMap<'):
-                        t = t.split(',', 1)[1].strip().rstrip('>').strip()
+                    t = t.replace('::prost::alloc::boxed::Box<', '')
+                    t = t.strip().rstrip('>').strip().rstrip(',').strip()
                     segs = t.split('::')
                     mod = list(module)
                     while segs and segs[0] == 'super':

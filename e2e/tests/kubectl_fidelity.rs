@@ -421,6 +421,19 @@ fn suite(cp: &ControlPlane, run: &RunDir, kubectl: &str) {
         "*/5 * * * *"
     );
     ok(&["create", "serviceaccount", "pbsa", "-n", "f1"]);
+    // Maps whose values are messages (quantities).
+    ok(&[
+        "create",
+        "quota",
+        "pbq",
+        "--hard=pods=10,requests.cpu=500m",
+        "-n",
+        "f1",
+    ]);
+    assert_eq!(
+        get(&["quota", "pbq", "-n", "f1"])["spec"]["hard"],
+        serde_json::json!({"pods": "10", "requests.cpu": "500m"})
+    );
     ok(&["create", "namespace", "pbns"]);
     assert_eq!(get(&["ns", "pbns"])["status"]["phase"], "Active");
     for (kind, name) in [
@@ -431,6 +444,7 @@ fn suite(cp: &ControlPlane, run: &RunDir, kubectl: &str) {
         ("job", "pbj"),
         ("cronjob", "pbcj"),
         ("sa", "pbsa"),
+        ("quota", "pbq"),
     ] {
         ok(&["delete", kind, name, "-n", "f1", "--wait=false"]);
     }

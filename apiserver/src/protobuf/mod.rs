@@ -560,4 +560,50 @@ mod tests {
         assert_eq!(v["spec"]["replicas"], 2);
         assert_eq!(v["spec"]["selector"]["matchLabels"]["app"], "pb");
     }
+
+    /// What `kubectl create quota` sends: maps whose values are messages (Quantity).
+    #[test]
+    fn a_resource_quota_encoded_by_k8s_pb() {
+        use k8s_pb::api::core::v1 as core;
+        use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+        use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+        use prost::Message;
+        let q = core::ResourceQuota {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("q".into()),
+                ..Default::default()
+            }),
+            spec: Some(core::ResourceQuotaSpec {
+                hard: [
+                    (
+                        "pods".to_string(),
+                        Quantity {
+                            string: Some("10".into()),
+                        },
+                    ),
+                    (
+                        "requests.cpu".to_string(),
+                        Quantity {
+                            string: Some("500m".into()),
+                        },
+                    ),
+                ]
+                .into(),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let mut tm = Vec::new();
+        field(1, b"v1", &mut tm);
+        field(2, b"ResourceQuota", &mut tm);
+        let mut unknown = b"k8s\0".to_vec();
+        field(1, &tm, &mut unknown);
+        field(2, &q.encode_to_vec(), &mut unknown);
+        let v = decode(&unknown).unwrap();
+        assert_eq!(
+            v["spec"]["hard"],
+            json!({"pods": "10", "requests.cpu": "500m"}),
+            "{v}"
+        );
+    }
 }

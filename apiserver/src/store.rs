@@ -649,6 +649,10 @@ impl Store {
             self.admit_default_class(info, &new, name).await?;
             if subresource.is_empty() {
                 self.confirm_no_escalation(info, ns, &new, name, opts)?;
+                if info.group.is_empty() && info.kind == "Pod" {
+                    let user = opts.requester.as_deref().map(|r| r.user.name.as_str());
+                    self.admit_pod_security_update(ns, &old, &new, name, user)?;
+                }
             }
             let mut side = SideKeys::default();
             if info.group.is_empty() && info.kind == "Service" {

@@ -1128,6 +1128,37 @@ fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() 
     );
     let (ok, out, err) = cp.kubectl(&["create", "-f", &root, "-n", "open"]).unwrap();
     assert!(ok && !err.contains("Warning"), "{out}{err}");
+    // Once its namespace enforces baseline, the privileged pod may change its labels but
+    // not its image (an update Kubernetes checks again).
+    let label = "pod-security.kubernetes.io/enforce=baseline";
+    cp.kubectl_ok(&["label", "namespace", "labelled", label, "--overwrite"])
+        .unwrap();
+    let set_image = |extra: &[&str]| {
+        let mut args = vec![
+            "set",
+            "image",
+            "pod/root",
+            "c=busybox:1.37",
+            "-n",
+            "labelled",
+        ];
+        args.extend_from_slice(extra);
+        cp.kubectl(&args).unwrap()
+    };
+    e2e::wait::wait_for(
+        "the namespace's new level to be enforced",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((!set_image(&["--dry-run=server"]).0).then_some(())),
+    )
+    .unwrap();
+    let (ok, _, err) = set_image(&[]);
+    assert!(
+        !ok && err.contains(r#"violates PodSecurity "baseline:latest": privileged"#),
+        "{err}"
+    );
+    cp.kubectl_ok(&["label", "pod", "root", "-n", "labelled", "seen=yes"])
+        .unwrap();
     // (This control plane authorizes everyone: token-user may create pods.)
     let kubeconfig = cp.token_user_kubeconfig(&run).unwrap();
     let (ok, out, err) =

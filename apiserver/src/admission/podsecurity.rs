@@ -4,7 +4,8 @@
 //! != false (container "web" must set securityContext.allowPrivilegeEscalation=false)`);
 //! the `warn` label turns the same findings into warnings, and a workload (deployment,
 //! job, ...) whose pod template breaks the enforced or warned level is admitted with a
-//! warning. `privileged` allows everything. A namespace without a label gets the
+//! warning. A pod update is checked again when Kubernetes would (an image changed, a
+//! container added). `privileged` allows everything. A namespace without a label gets the
 //! cluster's default for that mode (`Config`, from the PodSecurityConfiguration in
 //! `--admission-control-config-file`; privileged unless it says otherwise), and the
 //! configuration's exemptions (namespaces, requesting users, pods' runtime classes) are
@@ -144,6 +145,46 @@ pub fn bad_labels(namespace: &Value) -> Vec<(String, Value, &'static str)> {
         }
     }
     out
+}
+
+/// Whether a pod update is checked again, as Kubernetes decides: containers added or
+/// removed, an image changed (or an ephemeral container added or changed), or a
+/// container's seccomp annotation changed. Other updates keep the pod's standing.
+pub fn significant_update(old: &Value, new: &Value) -> bool {
+    let seccomp = |pod: &Value, c: &Value| {
+        let name = c["name"].as_str().unwrap_or("");
+        pod["metadata"]["annotations"]
+            [format!("container.seccomp.security.alpha.kubernetes.io/{name}")]
+        .clone()
+    };
+    let changed =
+        |a: &Value, b: &Value| a["image"] != b["image"] || seccomp(new, a) != seccomp(old, b);
+    for list in ["containers", "initContainers"] {
+        let (now, before) = (&new["spec"][list], &old["spec"][list]);
+        let (now, before) = (now.as_array(), before.as_array());
+        if now.map_or(0, Vec::len) != before.map_or(0, Vec::len) {
+            return true;
+        }
+        let pairs = now.into_iter().flatten().zip(before.into_iter().flatten());
+        if pairs.into_iter().any(|(a, b)| changed(a, b)) {
+            return true;
+        }
+    }
+    let before = old["spec"]["ephemeralContainers"].as_array();
+    new["spec"]["ephemeralContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            match before
+                .into_iter()
+                .flatten()
+                .find(|o| o["name"] == c["name"])
+            {
+                Some(o) => changed(c, o),
+                None => true,
+            }
+        })
 }
 
 /// The pod template of a workload kind (the object itself for a pod).
@@ -671,5 +712,26 @@ mod tests {
             .starts_with("exemptions.namespaces:"));
         let wrong = json!({"apiVersion": "v1", "kind": "ConfigMap"});
         assert!(Config::from_value(&wrong).is_err());
+    }
+
+    #[test]
+    fn image_changes_and_new_containers_are_significant_updates() {
+        let pod = |image: &str, extra: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}],
+                "ephemeralContainers": extra}})
+        };
+        let old = pod("a:1", json!(null));
+        assert!(!significant_update(&old, &old.clone()));
+        let mut labelled = old.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!significant_update(&old, &labelled));
+        assert!(significant_update(&old, &pod("a:2", json!(null))));
+        let debug = pod("a:1", json!([{"name": "debugger", "image": "busybox"}]));
+        assert!(significant_update(&old, &debug));
+        assert!(!significant_update(&debug, &debug.clone()));
+        let mut seccomp = old.clone();
+        seccomp["metadata"]["annotations"] =
+            json!({"container.seccomp.security.alpha.kubernetes.io/c": "unconfined"});
+        assert!(significant_update(&old, &seccomp));
     }
 }

@@ -360,6 +360,30 @@ impl Store {
         ))
     }
 
+    /// PodSecurity for a pod update that Kubernetes checks again
+    /// (`podsecurity::significant_update`): the updated pod must meet the level its
+    /// namespace enforces now.
+    pub(super) fn admit_pod_security_update(
+        &self,
+        ns: &str,
+        old: &Value,
+        new: &Value,
+        name: &str,
+        user: Option<&str>,
+    ) -> Result<()> {
+        if !podsecurity::significant_update(old, new) {
+            return Ok(());
+        }
+        let (pods, namespaces) = (
+            api::registry::by_resource("", "v1", "pods").expect("pods"),
+            api::registry::by_resource("", "v1", "namespaces").expect("namespaces"),
+        );
+        match self.cache(namespaces).get(&namespaces.storage_key("", ns)) {
+            Some(namespace) => self.admit_pod_security(pods, &namespace, new, name, user),
+            None => Ok(()),
+        }
+    }
+
     /// The PodSecurity warnings a new object earns (`warn` level for pods, enforced or
     /// warned level for workloads' templates); none if its namespace is not known yet.
     pub fn pod_security_warnings(

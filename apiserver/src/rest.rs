@@ -294,7 +294,8 @@ async fn route(
     };
     let user = cert_user.or_else(|| server.bearer_user(req.headers()));
     if public(&path) {
-        return ("get".into(), String::new(), plain(server, &path));
+        let q = query(req.uri());
+        return ("get".into(), String::new(), plain(server, &path, &q));
     }
     let Some(user) = user else {
         return (
@@ -460,22 +461,62 @@ async fn route(
     (verb.into(), resource, resp)
 }
 
-fn plain(server: &Server, path: &str) -> Response<Body> {
-    match path {
-        "/version" => json_response(200, &discovery::version()),
-        p if p.starts_with("/readyz") => {
-            if server.store.caches_synced() {
-                respond(200, "text/plain", "ok")
-            } else {
-                respond(
-                    500,
-                    "text/plain",
-                    "[-]informer-sync failed: caches are not synced yet\nreadyz check failed",
-                )
-            }
-        }
-        _ => respond(200, "text/plain", "ok"),
+fn plain(server: &Server, path: &str, q: &HashMap<String, String>) -> Response<Body> {
+    if path == "/version" {
+        return json_response(200, &discovery::version());
     }
+    health(server, path, q)
+}
+
+/// `/healthz`, `/livez` and `/readyz`, as kube-apiserver answers them: each endpoint's
+/// checks (`ping`; `/readyz` also `informer-sync`, the watch caches), "ok" or a 500
+/// naming what failed; `?verbose` lists every check, `?exclude=<check>` leaves one out,
+/// and `/<endpoint>/<check>` asks one (404 for a check the endpoint does not have).
+fn health(server: &Server, path: &str, q: &HashMap<String, String>) -> Response<Body> {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let endpoint = parts.next().unwrap_or("");
+    let only = parts.next();
+    let synced = || {
+        server
+            .store
+            .caches_synced()
+            .then_some(())
+            .ok_or("caches are not synced yet")
+    };
+    let mut checks: Vec<(&str, Result<(), &str>)> = vec![("ping", Ok(()))];
+    if endpoint == "readyz" {
+        checks.push(("informer-sync", synced()));
+    }
+    if let Some(name) = only {
+        return match checks.into_iter().find(|(n, _)| *n == name) {
+            Some((_, Ok(()))) => respond(200, "text/plain", "ok"),
+            Some((n, Err(why))) => respond(
+                500,
+                "text/plain",
+                format!("internal server error: {n} failed: {why}"),
+            ),
+            None => error_response(&ApiError::no_route()),
+        };
+    }
+    let excluded = q.get("exclude").map(String::as_str);
+    checks.retain(|(n, _)| Some(*n) != excluded);
+    let failed = checks.iter().any(|(_, r)| r.is_err());
+    if !failed && !q.contains_key("verbose") {
+        return respond(200, "text/plain", "ok");
+    }
+    let mut text = String::new();
+    for (name, result) in &checks {
+        match result {
+            Ok(()) => text.push_str(&format!("[+]{name} ok\n")),
+            Err(why) => text.push_str(&format!("[-]{name} failed: {why}\n")),
+        }
+    }
+    if let Some(x) = excluded {
+        text.push_str(&format!("[+]{x} excluded: ok\n"));
+    }
+    let verdict = if failed { "failed" } else { "passed" };
+    text.push_str(&format!("{endpoint} check {verdict}\n"));
+    respond(if failed { 500 } else { 200 }, "text/plain", text)
 }
 
 async fn serve(

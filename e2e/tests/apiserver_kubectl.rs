@@ -324,6 +324,16 @@ fn kubectl_suite(flavor: Flavor) {
     assert_eq!(curl(&cp, "/api/v1/namespaces", None).0, 401);
     assert_eq!(curl(&cp, "/version", None).0, 200);
     assert_eq!(curl(&cp, "/healthz", None).0, 200);
+    let (code, body) = curl(&cp, "/readyz?verbose", None);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            200,
+            "[+]ping ok\n[+]informer-sync ok\nreadyz check passed\n"
+        )
+    );
+    assert_eq!(curl(&cp, "/livez/ping", None), (200, "ok".to_string()));
+    assert_eq!(curl(&cp, "/readyz/nothing", None).0, 404);
     assert_eq!(curl(&cp, "/api/v1/namespaces", Some("wrong")).0, 401);
     let (code, body) = curl(&cp, "/api/v1/namespaces?limit=2", Some(&cp.token));
     assert_eq!(code, 200, "{body}");

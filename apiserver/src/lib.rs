@@ -22,6 +22,7 @@
 
 pub mod admission;
 pub mod alloc;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod discovery;
@@ -96,6 +97,13 @@ pub struct Config {
     /// cluster-wide defaults and exemptions.
     #[arg(long)]
     pub admission_control_config_file: Option<PathBuf>,
+    /// The audit policy (audit.k8s.io/v1 Policy, YAML): which requests are audited, and
+    /// how much of each. Nothing is audited without it and --audit-log-path.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Where audit events go, one JSON line each ("-": standard output).
+    #[arg(long)]
+    pub audit_log_path: Option<String>,
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]

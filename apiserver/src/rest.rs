@@ -3,6 +3,7 @@
 //! lists, `Table`s, `Status` errors) and chunked watch streams.
 
 use crate::admission::FieldValidation;
+use crate::audit;
 use crate::auth::{Attributes, User};
 use crate::cache::Filter;
 use crate::discovery;
@@ -217,7 +218,7 @@ pub fn list_json(
 /// Decodes a request body: JSON, YAML or Kubernetes protobuf; anything else is 415.
 fn decode_body(content_type: &str, bytes: &[u8]) -> Result<Value> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
-    match ct {
+    let object = match ct {
         "" | "application/json" | "*/*" => serde_json::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(bytes)
@@ -225,7 +226,9 @@ fn decode_body(content_type: &str, bytes: &[u8]) -> Result<Value> {
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
             .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
-    }
+    }?;
+    audit::decoded(&object);
+    Ok(object)
 }
 
 async fn read_body(mut body: hyper::body::Incoming) -> Result<Bytes> {
@@ -252,7 +255,9 @@ async fn read_body(mut body: hyper::body::Incoming) -> Result<Bytes> {
             "the request body is larger than the {MAX_BODY}-byte limit"
         )));
     }
-    Ok(buf.freeze())
+    let body = buf.freeze();
+    audit::request_body(&body);
+    Ok(body)
 }
 
 /// Serves one request: everything but the gRPC services.
@@ -260,11 +265,20 @@ pub async fn handle(
     server: Arc<Server>,
     req: Request<hyper::body::Incoming>,
     cert_user: Option<User>,
+    source: std::net::IpAddr,
 ) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (verb, resource, resp) = route(&server, req, cert_user).await;
+    let mut outcome = (String::new(), String::new());
+    let arrival = (server.auditor.as_ref()).map(|a| audit::Arrival::new(a, &req, source));
+    let resp = audit::audited(arrival, async {
+        let (verb, resource, resp) = route(&server, req, cert_user).await;
+        outcome = (verb, resource);
+        resp
+    })
+    .await;
+    let (verb, resource) = outcome;
     let code = resp.status().as_u16();
     server
         .metrics
@@ -329,7 +343,22 @@ async fn route(
             name: "",
             path: if review.is_some() { "" } else { &path },
         };
-        if let Err(why) = server.authorizer.authorize(&attrs) {
+        audit::subject(&audit::Subject {
+            user: &user,
+            verb,
+            resource: review.map(|r| audit::ObjectRef {
+                group: r.group,
+                version: "v1",
+                resource: r.resource,
+                subresource: "",
+                namespace: "",
+                name: "",
+            }),
+            path: &path,
+        });
+        let decision = server.authorizer.authorize(&attrs);
+        audit::decided(decision.as_ref().err());
+        if let Err(why) = decision {
             let e = ApiError::forbidden(crate::auth::forbidden_message(
                 &attrs,
                 review.map_or("", |r| r.resource),
@@ -442,7 +471,22 @@ async fn route(
         name: target.name.as_deref().unwrap_or(""),
         path: "",
     };
-    if let Err(why) = server.authorizer.authorize(&attrs) {
+    audit::subject(&audit::Subject {
+        user: &user,
+        verb,
+        resource: Some(audit::ObjectRef {
+            group: attrs.group,
+            version: target.info.version,
+            resource: attrs.resource,
+            subresource: attrs.subresource,
+            namespace: attrs.namespace,
+            name: attrs.name,
+        }),
+        path: &path,
+    });
+    let decision = server.authorizer.authorize(&attrs);
+    audit::decided(decision.as_ref().err());
+    if let Err(why) = decision {
         let e = ApiError::forbidden(crate::auth::forbidden_message(
             &attrs,
             &target.info.qualified_resource(),

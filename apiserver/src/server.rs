@@ -25,6 +25,8 @@ pub struct Server {
     pub sa_tokens: Option<crate::satoken::Tokens>,
     pub authorizer: Arc<dyn Authorizer>,
     pub metrics: Metrics,
+    /// Set when auditing (`--audit-policy-file` and `--audit-log-path`).
+    pub auditor: Option<Arc<crate::audit::Auditor>>,
     /// host:port clients reach this server at (legacy discovery reports it).
     pub address: String,
 }
@@ -112,6 +114,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(file) = &config.admission_control_config_file {
         plugins.configure(file)?;
     }
+    let auditor = crate::audit::Auditor::open(
+        config.audit_policy_file.as_deref(),
+        config.audit_log_path.as_deref(),
+    )?;
     let sa_tokens = crate::satoken::Tokens::load(
         &config.service_account_issuer,
         config.service_account_signing_key_file.as_deref(),
@@ -159,6 +165,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sa_tokens,
         authorizer,
         metrics: Metrics::new(),
+        auditor,
         address: format!("{advertise_ip}:{}", addr.port()),
     });
     let port = addr.port();
@@ -240,7 +247,7 @@ async fn accept_loop(
                                 b.map_err(|e| Box::new(e) as rest::BoxError).boxed_unsync()
                             }))
                         } else {
-                            Ok(rest::handle(server, req, cert_user).await)
+                            Ok(rest::handle(server, req, cert_user, peer.ip()).await)
                         }
                     }
                 });

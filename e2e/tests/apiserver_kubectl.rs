@@ -1175,3 +1175,106 @@ fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() 
         e2e::apiserver::kubectl(&kubeconfig, &["create", "-f", &root, "-n", "default"]).unwrap();
     assert!(ok && !err.contains("Warning"), "{out}{err}");
 }
+
+#[test]
+fn audit_events_follow_the_policy() {
+    let run = RunDir::temp("apiserver-audit").unwrap();
+    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  resources: [{group: \"\", resources: [configmaps], resourceNames: [noisy]}]\n- level: RequestResponse\n  resources: [{group: \"\", resources: [pods]}]\n  omitStages: [RequestReceived]\n- level: Metadata\n  resources: [{group: \"\", resources: [configmaps]}]\n";
+    let log = run.path().join("audit.log");
+    let cp = ControlPlane::start_with(
+        &run,
+        Flavor::Kvstore,
+        &[
+            format!("--audit-policy-file={}", write(&run, "policy.yaml", policy)),
+            format!("--audit-log-path={}", log.display()),
+        ],
+    )
+    .unwrap();
+    cp.kubectl_ok(&["create", "namespace", "audited"]).unwrap();
+    let label = "pod-security.kubernetes.io/audit=restricted";
+    cp.kubectl_ok(&["label", "namespace", "audited", label])
+        .unwrap();
+    cp.kubectl_ok(&["run", "web", "-n", "audited", "--image=busybox:1.36"])
+        .unwrap();
+    let err = cp
+        .kubectl_err(&["get", "configmap", "absent", "-n", "audited"])
+        .unwrap();
+    assert!(err.contains("NotFound"), "{err}");
+    cp.kubectl_err(&["get", "configmap", "noisy", "-n", "audited"])
+        .unwrap();
+    let (code, _) = curl(
+        &cp,
+        "/api/v1/namespaces/audited/pods?watch=true&timeoutSeconds=1",
+        Some(&cp.token),
+    );
+    assert_eq!(code, 200);
+
+    let events = |want: usize| -> Option<Vec<Value>> {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let events: Vec<Value> = text.lines().map(json).collect();
+        (events.len() >= want).then_some(events)
+    };
+    // pod create: ResponseComplete; configmap get: RequestReceived + ResponseComplete;
+    // the watch: ResponseStarted + ResponseComplete.
+    let events = e2e::wait::wait_for(
+        "the audit events",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok(events(5)),
+    )
+    .unwrap();
+    let find = |verb: &str, resource: &str, stage: &str| -> &Value {
+        events
+            .iter()
+            .find(|e| {
+                e["verb"] == verb && e["objectRef"]["resource"] == resource && e["stage"] == stage
+            })
+            .unwrap_or_else(|| panic!("no {verb} {resource} {stage} event in {events:#?}"))
+    };
+    let create = find("create", "pods", "ResponseComplete");
+    assert_eq!(create["kind"], "Event");
+    assert_eq!(create["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(create["level"], "RequestResponse");
+    assert_eq!(create["user"]["username"], "kubernetes-admin");
+    assert_eq!(
+        create["objectRef"],
+        serde_json::json!({"resource": "pods", "namespace": "audited", "apiVersion": "v1"})
+    );
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert_eq!(create["requestObject"]["metadata"]["name"], "web");
+    assert!(create["responseObject"]["metadata"]["uid"].is_string());
+    assert_eq!(
+        create["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+    let violations = create["annotations"]["pod-security.kubernetes.io/audit-violations"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        violations.starts_with(
+            r#"would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false"#
+        ),
+        "{create}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["objectRef"]["resource"] == "pods" && e["stage"] == "RequestReceived"),
+        "pods omit RequestReceived"
+    );
+    let received = find("get", "configmaps", "RequestReceived");
+    let missing = find("get", "configmaps", "ResponseComplete");
+    assert_eq!(received["auditID"], missing["auditID"]);
+    assert_eq!(missing["level"], "Metadata");
+    assert_eq!(missing["responseStatus"]["code"], 404);
+    assert_eq!(missing["responseStatus"]["reason"], "NotFound");
+    assert!(missing.get("requestObject").is_none() && missing.get("responseObject").is_none());
+    assert!(
+        !events.iter().any(|e| e["objectRef"]["name"] == "noisy"),
+        "level None is not audited"
+    );
+    let started = find("watch", "pods", "ResponseStarted");
+    let ended = find("watch", "pods", "ResponseComplete");
+    assert_eq!(started["auditID"], ended["auditID"]);
+    assert_eq!(started["user"]["username"], "token-user");
+}

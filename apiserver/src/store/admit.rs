@@ -341,11 +341,29 @@ impl Store {
         let config = &self.plugins.pod_security;
         let ns = namespace["metadata"]["name"].as_str().unwrap_or("");
         if config.exempt(ns, user, pod) {
+            crate::audit::annotate("pod-security.kubernetes.io/exempt", "true");
             return Ok(());
+        }
+        // The `audit` level only annotates the request's audit events.
+        if let Some((level, version)) = podsecurity::level(namespace, "audit", config) {
+            let broken = podsecurity::violations(&level, pod);
+            if !broken.is_empty() {
+                crate::audit::annotate(
+                    "pod-security.kubernetes.io/audit-violations",
+                    format!(
+                        "would violate PodSecurity \"{level}:{version}\": {}",
+                        broken.join(", ")
+                    ),
+                );
+            }
         }
         let Some((level, version)) = podsecurity::level(namespace, "enforce", config) else {
             return Ok(());
         };
+        crate::audit::annotate(
+            "pod-security.kubernetes.io/enforce-policy",
+            format!("{level}:{version}"),
+        );
         let broken = podsecurity::violations(&level, pod);
         if broken.is_empty() {
             return Ok(());

@@ -1,0 +1,652 @@
+//! Auditing, as kube-apiserver's: with `--audit-policy-file` and `--audit-log-path`, every
+//! REST request the policy selects is written to the log as `audit.k8s.io/v1` Event
+//! lines (JSON), one per stage (RequestReceived; ResponseStarted for a watch;
+//! ResponseComplete), at the level of the first policy rule that matches it: Metadata
+//! (who, what, the answer's status), Request (and the request's object), RequestResponse
+//! (and the response's object). Every audited response carries its `Audit-Id` header.
+//!
+//! A request's record lives in a task-local while `rest` serves it; the functions here
+//! are no-ops outside one, so a server without auditing pays nothing. Lines go to a
+//! writer thread, so a slow disk does not hold requests up.
+
+use crate::auth::User;
+use crate::rest::Body;
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+/// How much of a request is recorded, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum Level {
+    None,
+    Metadata,
+    Request,
+    RequestResponse,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupResources {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    resource_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    level: Level,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    user_groups: Vec<String>,
+    #[serde(default)]
+    verbs: Vec<String>,
+    #[serde(default)]
+    resources: Vec<GroupResources>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default, rename = "nonResourceURLs")]
+    non_resource_urls: Vec<String>,
+    #[serde(default)]
+    omit_stages: Vec<String>,
+}
+
+/// An audit policy (`audit.k8s.io/v1` Policy): the first rule a request matches decides
+/// its level; requests no rule matches are not audited.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    #[serde(default)]
+    rules: Vec<Rule>,
+    #[serde(default)]
+    omit_stages: Vec<String>,
+}
+
+const STAGES: &[&str] = &[
+    "RequestReceived",
+    "ResponseStarted",
+    "ResponseComplete",
+    "Panic",
+];
+
+/// What the policy looks at: who, the verb, and the resource or the path.
+pub struct Subject<'a> {
+    pub user: &'a User,
+    pub verb: &'a str,
+    pub resource: Option<ObjectRef<'a>>,
+    pub path: &'a str,
+}
+
+/// The object (or collection) a resource request is about.
+#[derive(Clone, Copy)]
+pub struct ObjectRef<'a> {
+    pub group: &'a str,
+    pub version: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+impl Policy {
+    pub fn from_yaml(text: &str) -> anyhow::Result<Policy> {
+        let v: Value = serde_yaml::from_str(text)?;
+        let api_version = v["apiVersion"].as_str().unwrap_or("");
+        if v["kind"] != "Policy" || !matches!(api_version, "audit.k8s.io/v1") {
+            bail!("expected kind Policy of apiVersion audit.k8s.io/v1");
+        }
+        let policy: Policy = serde_json::from_value(v)?;
+        let stages = policy
+            .omit_stages
+            .iter()
+            .chain(policy.rules.iter().flat_map(|r| &r.omit_stages));
+        for s in stages {
+            if !STAGES.contains(&s.as_str()) {
+                bail!("omitStages: unknown stage {s:?}");
+            }
+        }
+        for r in &policy.rules {
+            if !r.non_resource_urls.is_empty()
+                && (!r.resources.is_empty() || !r.namespaces.is_empty())
+            {
+                bail!("a rule may name resources or namespaces, or nonResourceURLs, not both");
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The level of a request, and the stages not to record.
+    pub fn decide(&self, s: &Subject) -> (Level, Vec<String>) {
+        match self.rules.iter().find(|r| r.matches(s)) {
+            Some(r) => {
+                let mut omit = self.omit_stages.clone();
+                omit.extend(r.omit_stages.iter().cloned());
+                (r.level, omit)
+            }
+            None => (Level::None, Vec::new()),
+        }
+    }
+}
+
+impl Rule {
+    fn matches(&self, s: &Subject) -> bool {
+        let any_or = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        if !any_or(&self.users, &s.user.name)
+            || !(self.user_groups.is_empty()
+                || s.user.groups.iter().any(|g| self.user_groups.contains(g)))
+            || !any_or(&self.verbs, s.verb)
+        {
+            return false;
+        }
+        if !self.namespaces.is_empty() || !self.resources.is_empty() {
+            let Some(o) = s.resource else {
+                return false;
+            };
+            if !any_or(&self.namespaces, o.namespace) {
+                return false;
+            }
+            return self.resources.is_empty() || self.resources.iter().any(|gr| gr.matches(&o));
+        }
+        if !self.non_resource_urls.is_empty() {
+            return s.resource.is_none()
+                && self.non_resource_urls.iter().any(|spec| {
+                    spec == "*"
+                        || spec == s.path
+                        || spec
+                            .strip_suffix('*')
+                            .is_some_and(|prefix| s.path.starts_with(prefix))
+                });
+        }
+        true
+    }
+}
+
+impl GroupResources {
+    fn matches(&self, o: &ObjectRef) -> bool {
+        let (resource, sub) = (o.resource, o.subresource);
+        if self.group != o.group {
+            return false;
+        }
+        if !self.resource_names.is_empty() && !self.resource_names.iter().any(|n| n == o.name) {
+            return false;
+        }
+        let combined = if sub.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}/{sub}")
+        };
+        self.resources.is_empty()
+            || self.resources.iter().any(|r| {
+                r == "*"
+                    || *r == combined
+                    || (!sub.is_empty() && r.strip_prefix("*/") == Some(sub))
+                    || r.strip_suffix("/*") == Some(resource) && !sub.is_empty()
+            })
+    }
+}
+
+/// The policy and the log.
+pub struct Auditor {
+    policy: Policy,
+    lines: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Auditor {
+    /// From `--audit-policy-file` and `--audit-log-path` ("-": standard output); None
+    /// unless both are set, as in kube-apiserver.
+    pub fn open(policy: Option<&Path>, log: Option<&str>) -> anyhow::Result<Option<Arc<Auditor>>> {
+        let (Some(policy_file), Some(log)) = (policy, log) else {
+            if policy.is_some() {
+                tracing::warn!("--audit-policy-file without --audit-log-path: nothing is audited");
+            }
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(policy_file)
+            .with_context(|| format!("--audit-policy-file: reading {}", policy_file.display()))?;
+        let policy = Policy::from_yaml(&text)
+            .with_context(|| format!("--audit-policy-file: {}", policy_file.display()))?;
+        let mut out: Box<dyn Write + Send> = if log == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .with_context(|| format!("--audit-log-path: opening {log}"))?,
+            )
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    let mut result = out.write_all(&line);
+                    // Everything queued meanwhile goes out before the flush.
+                    while let (Ok(()), Ok(more)) = (&result, rx.try_recv()) {
+                        result = out.write_all(&more);
+                    }
+                    if let Err(e) = result.and_then(|()| out.flush()) {
+                        tracing::error!(error = %e, "writing the audit log failed");
+                    }
+                }
+            })?;
+        Ok(Some(Arc::new(Auditor { policy, lines: tx })))
+    }
+
+    fn write(&self, event: &Value) {
+        let mut line = serde_json::to_vec(event).unwrap_or_default();
+        line.push(b'\n');
+        if self.lines.send(line).is_err() {
+            tracing::error!("the audit log writer is gone");
+        }
+    }
+}
+
+/// One request's audit state.
+struct Record {
+    auditor: Arc<Auditor>,
+    id: String,
+    received: String,
+    uri: String,
+    source: IpAddr,
+    user_agent: String,
+    level: Level,
+    omit: Vec<String>,
+    verb: String,
+    user: Option<User>,
+    object_ref: Option<Value>,
+    request_object: Option<Value>,
+    annotations: Map<String, Value>,
+}
+
+tokio::task_local! {
+    static RECORD: Arc<Mutex<Record>>;
+}
+
+fn timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+fn with_record<T>(f: impl FnOnce(&mut Record) -> T) -> Option<T> {
+    RECORD
+        .try_with(|r| f(&mut r.lock().unwrap_or_else(|p| p.into_inner())))
+        .ok()
+}
+
+impl Record {
+    fn event(&self, stage: &str, status: Option<Value>, response: Option<Value>) -> Option<Value> {
+        if self.level == Level::None || self.omit.iter().any(|s| s == stage) {
+            return None;
+        }
+        let mut e = json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1",
+            "level": format!("{:?}", self.level), "auditID": self.id, "stage": stage,
+            "requestURI": self.uri, "verb": self.verb,
+            "sourceIPs": [self.source.to_string()], "userAgent": self.user_agent,
+            "requestReceivedTimestamp": self.received, "stageTimestamp": timestamp(),
+        });
+        if let Some(u) = &self.user {
+            let mut user = json!({"username": u.name, "groups": u.groups});
+            if !u.uid.is_empty() {
+                user["uid"] = json!(u.uid);
+            }
+            e["user"] = user;
+        }
+        if let Some(o) = &self.object_ref {
+            e["objectRef"] = o.clone();
+        }
+        if let Some(s) = status {
+            e["responseStatus"] = s;
+        }
+        if self.level >= Level::Request {
+            if let Some(o) = &self.request_object {
+                e["requestObject"] = o.clone();
+            }
+        }
+        if let Some(o) = response.filter(|_| self.level == Level::RequestResponse) {
+            e["responseObject"] = o;
+        }
+        if stage != "RequestReceived" && !self.annotations.is_empty() {
+            e["annotations"] = Value::Object(self.annotations.clone());
+        }
+        Some(e)
+    }
+
+    fn emit(&self, stage: &str, status: Option<Value>, response: Option<Value>) {
+        if let Some(e) = self.event(stage, status, response) {
+            self.auditor.write(&e);
+        }
+    }
+}
+
+/// A request as it arrived, before it is served: the start of its audit record.
+pub struct Arrival(Record);
+
+impl Arrival {
+    pub fn new(
+        auditor: &Arc<Auditor>,
+        req: &http::Request<hyper::body::Incoming>,
+        source: IpAddr,
+    ) -> Self {
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Arrival(Record {
+            auditor: auditor.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            received: timestamp(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            source,
+            user_agent,
+            level: Level::None,
+            omit: Vec::new(),
+            verb: req.method().as_str().to_lowercase(),
+            user: None,
+            object_ref: None,
+            request_object: None,
+            annotations: Map::new(),
+        })
+    }
+}
+
+/// Serves `fut` (one REST request) with its audit record, if it has one, then records
+/// how it ended.
+pub async fn audited(
+    arrival: Option<Arrival>,
+    fut: impl std::future::Future<Output = Response<Body>>,
+) -> Response<Body> {
+    let Some(Arrival(record)) = arrival else {
+        return fut.await;
+    };
+    let record = Arc::new(Mutex::new(record));
+    let resp = RECORD.scope(record.clone(), fut).await;
+    finish(record, resp).await
+}
+
+/// Who asked for what: decides the request's level, and records RequestReceived.
+pub fn subject(s: &Subject) {
+    with_record(|r| {
+        let (level, omit) = r.auditor.policy.decide(s);
+        r.level = level;
+        r.omit = omit;
+        r.verb = s.verb.to_string();
+        r.user = Some(s.user.clone());
+        r.object_ref = s.resource.map(|o| {
+            let mut v = json!({"resource": o.resource, "apiVersion": o.version});
+            let parts = [
+                ("namespace", o.namespace),
+                ("name", o.name),
+                ("apiGroup", o.group),
+                ("subresource", o.subresource),
+            ];
+            for (k, text) in parts {
+                if !text.is_empty() {
+                    v[k] = json!(text);
+                }
+            }
+            v
+        });
+        r.emit("RequestReceived", None, None);
+    });
+}
+
+/// Adds an annotation to the request's events (PodSecurity's, for one).
+pub fn annotate(key: &str, value: impl Into<String>) {
+    with_record(|r| {
+        r.annotations.insert(key.to_string(), json!(value.into()));
+    });
+}
+
+/// Records the authorizer's answer (None: allowed; else why not) as the events'
+/// `authorization.k8s.io/decision` and `/reason` annotations.
+pub fn decided(refused: Option<&impl std::fmt::Display>) {
+    with_record(|r| {
+        let (decision, reason) = match refused {
+            None => ("allow", String::new()),
+            Some(why) => ("forbid", why.to_string()),
+        };
+        r.annotations
+            .insert("authorization.k8s.io/decision".into(), json!(decision));
+        r.annotations
+            .insert("authorization.k8s.io/reason".into(), json!(reason));
+    });
+}
+
+/// The request's body, kept for Request and RequestResponse levels (JSON bodies; a
+/// protobuf body is kept as the object it decodes to, by `decoded`).
+pub fn request_body(bytes: &Bytes) {
+    with_record(|r| {
+        if r.level >= Level::Request {
+            r.request_object = serde_json::from_slice(bytes).ok();
+        }
+    });
+}
+
+/// The object a request body decoded to, when the body itself was not JSON.
+pub fn decoded(object: &Value) {
+    with_record(|r| {
+        if r.level >= Level::Request && r.request_object.is_none() {
+            r.request_object = Some(object.clone());
+        }
+    });
+}
+
+/// Records the answer: ResponseComplete (a watch: ResponseStarted now, ResponseComplete
+/// when its stream ends), and the `Audit-Id` header.
+async fn finish(record: Arc<Mutex<Record>>, resp: Response<Body>) -> Response<Body> {
+    let (level, id, watch) = {
+        let r = record.lock().unwrap_or_else(|p| p.into_inner());
+        (r.level, r.id.clone(), r.verb == "watch")
+    };
+    let (mut parts, body) = resp.into_parts();
+    if let Ok(v) = id.parse() {
+        parts.headers.insert("audit-id", v);
+    }
+    if level == Level::None {
+        return Response::from_parts(parts, body);
+    }
+    let code = parts.status.as_u16();
+    let ok_status = json!({"metadata": {}, "code": code});
+    if watch && code < 300 {
+        record.lock().unwrap_or_else(|p| p.into_inner()).emit(
+            "ResponseStarted",
+            Some(ok_status),
+            None,
+        );
+        let body = WatchEnd {
+            inner: body,
+            record: Some(record),
+        };
+        return Response::from_parts(parts, body.boxed_unsync());
+    }
+    // The body is needed for an error's status or the response object; these answers
+    // are whole in memory already.
+    let wanted = code >= 300 || level == Level::RequestResponse;
+    let (body, object) = if wanted {
+        match body.collect().await {
+            Ok(c) => {
+                let bytes = c.to_bytes();
+                let object: Option<Value> = serde_json::from_slice(&bytes).ok();
+                (crate::rest::full(bytes), object)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a response to audit it");
+                (crate::rest::full(Bytes::new()), None)
+            }
+        }
+    } else {
+        (body, None)
+    };
+    let status = match &object {
+        Some(s) if code >= 300 && s["kind"] == "Status" => {
+            let mut st = json!({"metadata": {}, "code": code});
+            for k in ["status", "message", "reason", "details"] {
+                if !s[k].is_null() {
+                    st[k] = s[k].clone();
+                }
+            }
+            st
+        }
+        _ => ok_status,
+    };
+    record
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .emit("ResponseComplete", Some(status), object);
+    Response::from_parts(parts, body)
+}
+
+/// A watch's body: ResponseComplete is recorded when the stream is done (ended, or
+/// dropped because the client left).
+struct WatchEnd {
+    inner: Body,
+    record: Option<Arc<Mutex<Record>>>,
+}
+
+impl hyper::body::Body for WatchEnd {
+    type Data = Bytes;
+    type Error = crate::rest::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for WatchEnd {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            let r = record.lock().unwrap_or_else(|p| p.into_inner());
+            let code = 200;
+            r.emit(
+                "ResponseComplete",
+                Some(json!({"metadata": {}, "code": code})),
+                None,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  resources: [{group: "", resources: [configmaps], resourceNames: [noisy]}]
+- level: RequestResponse
+  resources: [{group: "", resources: [pods, "pods/*"]}]
+- level: Request
+  verbs: [create, update]
+  namespaces: [prod]
+- level: None
+  users: ["system:kube-scheduler"]
+- level: Metadata
+  userGroups: [dev]
+  nonResourceURLs: ["/api*", /version]
+- level: Metadata
+  resources: [{group: apps, resources: ["*/scale"]}]
+"#;
+
+    fn user(name: &str, groups: &[&str]) -> User {
+        User {
+            name: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let p = Policy::from_yaml(POLICY).unwrap();
+        let admin = user("admin", &["system:masters"]);
+        let dev = user("d", &["dev"]);
+        let level = |u: &User, verb: &str, resource: Option<ObjectRef>, path: &str| {
+            p.decide(&Subject {
+                user: u,
+                verb,
+                resource,
+                path,
+            })
+            .0
+        };
+        let obj = |group, resource, subresource, namespace, name| {
+            Some(ObjectRef {
+                group,
+                version: "v1",
+                resource,
+                subresource,
+                namespace,
+                name,
+            })
+        };
+        let cm = |name| obj("", "configmaps", "", "prod", name);
+        assert_eq!(level(&admin, "get", cm("noisy"), ""), Level::None);
+        assert_eq!(level(&admin, "create", cm("app"), ""), Level::Request);
+        assert_eq!(level(&admin, "get", cm("app"), ""), Level::None, "no rule");
+        let pod = |sub| obj("", "pods", sub, "dev", "p");
+        assert_eq!(level(&admin, "get", pod(""), ""), Level::RequestResponse);
+        assert_eq!(level(&admin, "get", pod("log"), ""), Level::RequestResponse);
+        let scale = obj("apps", "deployments", "scale", "dev", "web");
+        assert_eq!(level(&admin, "update", scale, ""), Level::Metadata);
+        let deploy = obj("apps", "deployments", "", "dev", "web");
+        assert_eq!(level(&admin, "update", deploy, ""), Level::None);
+        assert_eq!(level(&dev, "get", None, "/apis/apps/v1"), Level::Metadata);
+        assert_eq!(level(&dev, "get", None, "/version"), Level::Metadata);
+        assert_eq!(level(&dev, "get", None, "/metrics"), Level::None);
+        assert_eq!(level(&admin, "get", None, "/version"), Level::None);
+        let (_, omit) = p.decide(&Subject {
+            user: &admin,
+            verb: "get",
+            resource: pod(""),
+            path: "",
+        });
+        assert_eq!(omit, vec!["RequestReceived".to_string()]);
+    }
+
+    #[test]
+    fn bad_policies_are_refused() {
+        assert!(Policy::from_yaml("apiVersion: v1\nkind: ConfigMap\n").is_err());
+        let stage = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [Later]\n";
+        assert!(Policy::from_yaml(stage).is_err());
+        let level = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Everything}]\n";
+        assert!(Policy::from_yaml(level).is_err());
+    }
+}

@@ -2,9 +2,9 @@
 //! component talks to.
 //!
 //! Owns: the Kubernetes REST API and the internal gRPC `Resources` API on one HTTPS port,
-//! storage over etcd v3 with a watch cache, admission (defaulting, validation),
-//! authentication and authorization, tables, patch and apply, discovery, OpenAPI and
-//! subresources.
+//! storage over etcd v3 with a watch cache, admission (defaulting, validation, the
+//! admission plugins), authentication and authorization, auditing, tables, patch and
+//! apply, discovery, OpenAPI and subresources.
 //!
 //! Must not: hold cluster state anywhere but the kvstore (it is stateless, so three
 //! replicas can serve one cluster).

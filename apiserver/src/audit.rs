@@ -205,9 +205,13 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// From `--audit-policy-file` and `--audit-log-path` ("-": standard output); None
-    /// unless both are set, as in kube-apiserver.
-    pub fn open(policy: Option<&Path>, log: Option<&str>) -> anyhow::Result<Option<Arc<Auditor>>> {
+    /// From `--audit-policy-file` and `--audit-log-path` ("-": standard output; a file is
+    /// rotated by `rotation`); None unless both are set, as in kube-apiserver.
+    pub fn open(
+        policy: Option<&Path>,
+        log: Option<&str>,
+        rotation: Rotation,
+    ) -> anyhow::Result<Option<Arc<Auditor>>> {
         let (Some(policy_file), Some(log)) = (policy, log) else {
             if policy.is_some() {
                 tracing::warn!("--audit-policy-file without --audit-log-path: nothing is audited");
@@ -222,10 +226,7 @@ impl Auditor {
             Box::new(std::io::stdout())
         } else {
             Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
+                RotatingFile::open(Path::new(log), rotation)
                     .with_context(|| format!("--audit-log-path: opening {log}"))?,
             )
         };
@@ -253,6 +254,132 @@ impl Auditor {
         if self.lines.send(line).is_err() {
             tracing::error!("the audit log writer is gone");
         }
+    }
+}
+
+/// When the audit log file is rotated (`--audit-log-maxsize`, `--audit-log-maxbackup`,
+/// `--audit-log-maxage`).
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    /// Bytes past which the file is rotated.
+    pub max_size: u64,
+    /// Old files kept (0: all).
+    pub max_backups: usize,
+    /// Days an old file is kept (0: any age).
+    pub max_age_days: u64,
+}
+
+/// The audit log file, rotated as kube-apiserver's is: a write that would take it past
+/// `max_size` first renames it `<name>-<UTC time>.<ext>` and starts a new one; then old
+/// files beyond `max_backups` or older than `max_age_days` are removed.
+struct RotatingFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    size: u64,
+    rotation: Rotation,
+}
+
+const STAMP: &str = "%Y-%m-%dT%H-%M-%S%.3f";
+
+impl RotatingFile {
+    fn open(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+        })
+    }
+
+    /// The file name's stem and extension (with its dot).
+    fn parts(&self) -> (String, String) {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match name.rfind('.').filter(|&i| i > 0) {
+            Some(i) => (name[..i].to_string(), name[i..].to_string()),
+            None => (name, String::new()),
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let (stem, ext) = self.parts();
+        // Names are unique to the millisecond: a second rotation within one takes the
+        // next free one rather than overwrite the first.
+        let mut at = chrono::Utc::now();
+        let mut backup;
+        loop {
+            let stamp = at.format(STAMP);
+            backup = self.path.with_file_name(format!("{stem}-{stamp}{ext}"));
+            if !backup.exists() {
+                break;
+            }
+            at += chrono::Duration::milliseconds(1);
+        }
+        std::fs::rename(&self.path, &backup)?;
+        *self = RotatingFile::open(&self.path, self.rotation)?;
+        self.prune(chrono::Utc::now())
+    }
+
+    /// Removes the old files the limits no longer keep.
+    fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> std::io::Result<()> {
+        let (stem, ext) = self.parts();
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut old: Vec<(chrono::NaiveDateTime, std::path::PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stamp = name
+                .strip_prefix(&format!("{stem}-"))
+                .and_then(|rest| rest.strip_suffix(ext.as_str()));
+            if let Some(t) =
+                stamp.and_then(|t| chrono::NaiveDateTime::parse_from_str(t, STAMP).ok())
+            {
+                old.push((t, path));
+            }
+        }
+        old.sort();
+        let r = self.rotation;
+        let too_many = if r.max_backups == 0 {
+            0
+        } else {
+            old.len().saturating_sub(r.max_backups)
+        };
+        for (i, (t, path)) in old.iter().enumerate() {
+            let age_days = (now.naive_utc() - *t).num_days();
+            if i < too_many || (r.max_age_days > 0 && age_days >= r.max_age_days as i64) {
+                std::fs::remove_file(path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.rotation.max_size {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -648,5 +775,44 @@ rules:
         assert!(Policy::from_yaml(stage).is_err());
         let level = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Everything}]\n";
         assert!(Policy::from_yaml(level).is_err());
+    }
+
+    #[test]
+    fn the_log_rotates_and_keeps_what_the_limits_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let rotation = Rotation {
+            max_size: 10,
+            max_backups: 2,
+            max_age_days: 0,
+        };
+        let mut f = RotatingFile::open(&path, rotation).unwrap();
+        for i in 0..4 {
+            // Each line fills the file: the next one rotates it.
+            f.write_all(format!("line {i}:\n").as_bytes()).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line 3:\n");
+        assert!(names[..2]
+            .iter()
+            .all(|n| n.starts_with("audit-") && n.ends_with(".log")));
+        let newest = std::fs::read_to_string(dir.path().join(&names[1])).unwrap();
+        assert_eq!(newest, "line 2:\n");
+        // An age limit removes backups older than it.
+        let aged = RotatingFile {
+            rotation: Rotation {
+                max_age_days: 1,
+                ..rotation
+            },
+            ..RotatingFile::open(&path, rotation).unwrap()
+        };
+        aged.prune(chrono::Utc::now() + chrono::Duration::days(2))
+            .unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -104,6 +104,16 @@ pub struct Config {
     /// Where audit events go, one JSON line each ("-": standard output).
     #[arg(long)]
     pub audit_log_path: Option<String>,
+    /// Megabytes the audit log may reach before it is rotated (0: 100, as in
+    /// kube-apiserver).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxbackup: usize,
+    /// Days a rotated audit log is kept (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]

@@ -114,9 +114,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(file) = &config.admission_control_config_file {
         plugins.configure(file)?;
     }
+    let megabytes = if config.audit_log_maxsize == 0 {
+        100
+    } else {
+        config.audit_log_maxsize
+    };
     let auditor = crate::audit::Auditor::open(
         config.audit_policy_file.as_deref(),
         config.audit_log_path.as_deref(),
+        crate::audit::Rotation {
+            max_size: megabytes.saturating_mul(1024 * 1024),
+            max_backups: config.audit_log_maxbackup,
+            max_age_days: config.audit_log_maxage,
+        },
     )?;
     let sa_tokens = crate::satoken::Tokens::load(
         &config.service_account_issuer,

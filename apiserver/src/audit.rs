@@ -1,5 +1,5 @@
 //! Auditing, as kube-apiserver's: with `--audit-policy-file` and `--audit-log-path`, every
-//! REST request the policy selects is written to the log as `audit.k8s.io/v1` Event
+//! request the policy selects (REST, and the components' gRPC calls) is written to the log as `audit.k8s.io/v1` Event
 //! lines (JSON), one per stage (RequestReceived; ResponseStarted for a watch;
 //! ResponseComplete), at the level of the first policy rule that matches it: Metadata
 //! (who, what, the answer's status), Request (and the request's object), RequestResponse
@@ -595,6 +595,13 @@ async fn finish(record: Arc<Mutex<Record>>, resp: Response<Body>) -> Response<Bo
     if level == Level::None {
         return Response::from_parts(parts, body);
     }
+    let grpc = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return finish_grpc(record, parts, body, level, watch).await;
+    }
     let code = parts.status.as_u16();
     let ok_status = json!({"metadata": {}, "code": code});
     if watch && code < 300 {
@@ -644,6 +651,120 @@ async fn finish(record: Arc<Mutex<Record>>, resp: Response<Body>) -> Response<Bo
         .unwrap_or_else(|p| p.into_inner())
         .emit("ResponseComplete", Some(status), object);
     Response::from_parts(parts, body)
+}
+
+/// The status a gRPC answer failed with (from its headers when it is trailers-only, or
+/// its trailers): the Kubernetes `Status` this apiserver puts in the details, else the
+/// gRPC message as a 500. None for success.
+fn grpc_failure(headers: &http::HeaderMap) -> Option<Value> {
+    use base64::Engine;
+    let code: i32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    if code == 0 {
+        return None;
+    }
+    let details = headers.get("grpc-status-details-bin").and_then(|v| {
+        let engines = [
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::STANDARD,
+        ];
+        engines.iter().find_map(|e| e.decode(v.as_bytes()).ok())
+    });
+    let status: Option<Value> = details.and_then(|d| serde_json::from_slice(&d).ok());
+    Some(match status {
+        Some(s) if s["kind"] == "Status" => {
+            let mut st = json!({"metadata": {}, "code": s["code"]});
+            for k in ["status", "message", "reason", "details"] {
+                if !s[k].is_null() {
+                    st[k] = s[k].clone();
+                }
+            }
+            st
+        }
+        _ => {
+            let message = headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            json!({"metadata": {}, "code": 500, "status": "Failure", "message": message})
+        }
+    })
+}
+
+/// The object a unary gRPC answer carries (one length-prefixed message: an `Object`, or
+/// the `ObjectList` of a List, shown as a list).
+fn grpc_object(data: &[u8], list: bool) -> Option<Value> {
+    use prost::Message;
+    use proto::apiserver::v1 as pb;
+    let message = data.get(5..)?;
+    if list {
+        let l = pb::ObjectList::decode(message).ok()?;
+        let items: Vec<Value> = l
+            .items
+            .iter()
+            .filter_map(|o| serde_json::from_slice(&o.json).ok())
+            .collect();
+        Some(json!({"metadata": {"resourceVersion": l.resource_version}, "items": items}))
+    } else {
+        serde_json::from_slice(&pb::Object::decode(message).ok()?.json).ok()
+    }
+}
+
+/// `finish` for a gRPC call: its status is in the gRPC headers or trailers; a create
+/// that succeeded counts as 201, as over REST.
+async fn finish_grpc(
+    record: Arc<Mutex<Record>>,
+    parts: http::response::Parts,
+    body: Body,
+    level: Level,
+    watch: bool,
+) -> Response<Body> {
+    let emit = |stage: &str, status: Value, object: Option<Value>| {
+        record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .emit(stage, Some(status), object);
+    };
+    if let Some(failed) = grpc_failure(&parts.headers) {
+        emit("ResponseComplete", failed, None);
+        return Response::from_parts(parts, body);
+    }
+    let (verb, list) = {
+        let r = record.lock().unwrap_or_else(|p| p.into_inner());
+        (r.verb.clone(), r.uri.ends_with("/List"))
+    };
+    let ok = json!({"metadata": {}, "code": if verb == "create" { 201 } else { 200 }});
+    if watch {
+        emit("ResponseStarted", ok, None);
+        let body = WatchEnd {
+            inner: body,
+            record: Some(record),
+        };
+        return Response::from_parts(parts, body.boxed_unsync());
+    }
+    if level < Level::RequestResponse {
+        emit("ResponseComplete", ok, None);
+        return Response::from_parts(parts, body);
+    }
+    // The whole answer is needed for its object; it is one message and its trailers.
+    let (data, trailers) = match body.collect().await {
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes(), trailers)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a gRPC answer to audit it");
+            (Bytes::new(), None)
+        }
+    };
+    match trailers.as_ref().and_then(grpc_failure) {
+        Some(failed) => emit("ResponseComplete", failed, None),
+        None => emit("ResponseComplete", ok, grpc_object(&data, list)),
+    }
+    let mut frames = vec![hyper::body::Frame::data(data)];
+    frames.extend(trailers.map(hyper::body::Frame::trailers));
+    let frames = frames.into_iter().map(Ok::<_, crate::rest::BoxError>);
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// A watch's body: ResponseComplete is recorded when the stream is done (ended, or

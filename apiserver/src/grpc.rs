@@ -137,7 +137,22 @@ impl Grpc {
             name: &r.name,
             path: "",
         };
-        self.server.authorizer.authorize(&attrs).map_err(|why| {
+        crate::audit::subject(&crate::audit::Subject {
+            user,
+            verb,
+            resource: Some(crate::audit::ObjectRef {
+                group: info.group,
+                version: info.version,
+                resource: info.resource,
+                subresource: &r.subresource,
+                namespace: &r.namespace,
+                name: &r.name,
+            }),
+            path: "",
+        });
+        let decision = self.server.authorizer.authorize(&attrs);
+        crate::audit::decided(decision.as_ref().err());
+        decision.map_err(|why| {
             ApiError::forbidden(crate::auth::forbidden_message(
                 &attrs,
                 &info.qualified_resource(),
@@ -274,6 +289,7 @@ impl pb::resources_server::Resources for Grpc {
         let (info, r) = info_of(req.get_ref().r#ref.as_ref())?;
         self.authorize(&req, "create", info, &r)?;
         let m = req.get_ref();
+        crate::audit::request_body(&m.body);
         let dry = m.options.as_ref().is_some_and(|o| dry_run(&o.dry_run));
         let body = parse(&m.body)?;
         let store = &self.server.store;
@@ -307,6 +323,7 @@ impl pb::resources_server::Resources for Grpc {
         let (info, r) = info_of(req.get_ref().r#ref.as_ref())?;
         self.authorize(&req, "update", info, &r)?;
         let m = req.get_ref();
+        crate::audit::request_body(&m.body);
         let dry = m.options.as_ref().is_some_and(|o| dry_run(&o.dry_run));
         let body = parse(&m.body)?;
         let o = self
@@ -329,6 +346,7 @@ impl pb::resources_server::Resources for Grpc {
         let (info, r) = info_of(req.get_ref().r#ref.as_ref())?;
         self.authorize(&req, "patch", info, &r)?;
         let m = req.get_ref();
+        crate::audit::request_body(&m.body);
         let dry = m.options.as_ref().is_some_and(|o| dry_run(&o.dry_run));
         let (pt, body) = (m.patch_type.clone(), m.body.clone());
         if pt.starts_with("application/apply-patch+yaml") {

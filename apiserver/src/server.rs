@@ -249,13 +249,19 @@ async fn accept_loop(
                             if let Some(u) = user {
                                 req.extensions_mut().insert(u);
                             }
-                            let resp = match grpc.oneshot(req).await {
-                                Ok(r) => r,
-                                Err(never) => match never {},
-                            };
-                            Ok::<_, std::convert::Infallible>(resp.map(|b| -> Body {
-                                b.map_err(|e| Box::new(e) as rest::BoxError).boxed_unsync()
-                            }))
+                            let arrival = (server.auditor.as_ref())
+                                .map(|a| crate::audit::Arrival::new(a, &req, peer.ip()));
+                            let resp = crate::audit::audited(arrival, async {
+                                let resp = match grpc.oneshot(req).await {
+                                    Ok(r) => r,
+                                    Err(never) => match never {},
+                                };
+                                resp.map(|b| -> Body {
+                                    b.map_err(|e| Box::new(e) as rest::BoxError).boxed_unsync()
+                                })
+                            })
+                            .await;
+                            Ok::<_, std::convert::Infallible>(resp)
                         } else {
                             Ok(rest::handle(server, req, cert_user, peer.ip()).await)
                         }

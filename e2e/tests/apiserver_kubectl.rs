@@ -1208,6 +1208,14 @@ fn audit_events_follow_the_policy() {
         Some(&cp.token),
     );
     assert_eq!(code, 200);
+    // The components' calls over gRPC are audited alike.
+    let kube = e2e::kube::TestClient::new(&cp);
+    let cms: client::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        client::Api::namespaced(kube.client.clone(), "audited");
+    let made =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "over-grpc"}})).unwrap();
+    kube.rt.block_on(cms.create(&made)).unwrap();
+    assert!(kube.rt.block_on(cms.get_opt("gone")).unwrap().is_none());
 
     let events = |want: usize| -> Option<Vec<Value>> {
         let text = std::fs::read_to_string(&log).ok()?;
@@ -1215,12 +1223,13 @@ fn audit_events_follow_the_policy() {
         (events.len() >= want).then_some(events)
     };
     // pod create: ResponseComplete; configmap get: RequestReceived + ResponseComplete;
-    // the watch: ResponseStarted + ResponseComplete.
+    // the watch: ResponseStarted + ResponseComplete; over gRPC, a configmap create and
+    // get: two each.
     let events = e2e::wait::wait_for(
         "the audit events",
         Duration::from_secs(30),
         Duration::from_millis(100),
-        || Ok(events(5)),
+        || Ok(events(9)),
     )
     .unwrap();
     let find = |verb: &str, resource: &str, stage: &str| -> &Value {
@@ -1273,6 +1282,16 @@ fn audit_events_follow_the_policy() {
         !events.iter().any(|e| e["objectRef"]["name"] == "noisy"),
         "level None is not audited"
     );
+    let grpc_create = find("create", "configmaps", "ResponseComplete");
+    assert_eq!(grpc_create["requestURI"], "/apiserver.v1.Resources/Create");
+    assert_eq!(grpc_create["responseStatus"]["code"], 201);
+    assert_eq!(grpc_create["user"]["username"], "kubernetes-admin");
+    let grpc_missing = events
+        .iter()
+        .find(|e| e["objectRef"]["name"] == "gone" && e["stage"] == "ResponseComplete")
+        .expect("the gRPC get of a missing object");
+    assert_eq!(grpc_missing["responseStatus"]["code"], 404);
+    assert_eq!(grpc_missing["responseStatus"]["reason"], "NotFound");
     let started = find("watch", "pods", "ResponseStarted");
     let ended = find("watch", "pods", "ResponseComplete");
     assert_eq!(started["auditID"], ended["auditID"]);

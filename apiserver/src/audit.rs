@@ -62,6 +62,9 @@ struct Rule {
     non_resource_urls: Vec<String>,
     #[serde(default)]
     omit_stages: Vec<String>,
+    /// Overrides the policy's `omitManagedFields` for this rule's requests.
+    #[serde(default)]
+    omit_managed_fields: Option<bool>,
 }
 
 /// An audit policy (`audit.k8s.io/v1` Policy): the first rule a request matches decides
@@ -73,6 +76,17 @@ pub struct Policy {
     rules: Vec<Rule>,
     #[serde(default)]
     omit_stages: Vec<String>,
+    /// Whether request and response objects are logged without `managedFields`.
+    #[serde(default)]
+    omit_managed_fields: bool,
+}
+
+/// What the policy decides for a request.
+#[derive(Debug, PartialEq)]
+pub struct Decision {
+    pub level: Level,
+    pub omit_stages: Vec<String>,
+    pub omit_managed_fields: bool,
 }
 
 const STAGES: &[&str] = &[
@@ -128,15 +142,24 @@ impl Policy {
         Ok(policy)
     }
 
-    /// The level of a request, and the stages not to record.
-    pub fn decide(&self, s: &Subject) -> (Level, Vec<String>) {
+    /// The level of a request, the stages not to record, and whether objects are logged
+    /// without their managedFields.
+    pub fn decide(&self, s: &Subject) -> Decision {
         match self.rules.iter().find(|r| r.matches(s)) {
             Some(r) => {
-                let mut omit = self.omit_stages.clone();
-                omit.extend(r.omit_stages.iter().cloned());
-                (r.level, omit)
+                let mut omit_stages = self.omit_stages.clone();
+                omit_stages.extend(r.omit_stages.iter().cloned());
+                Decision {
+                    level: r.level,
+                    omit_stages,
+                    omit_managed_fields: r.omit_managed_fields.unwrap_or(self.omit_managed_fields),
+                }
             }
-            None => (Level::None, Vec::new()),
+            None => Decision {
+                level: Level::None,
+                omit_stages: Vec::new(),
+                omit_managed_fields: false,
+            },
         }
     }
 }
@@ -393,8 +416,11 @@ struct Record {
     user_agent: String,
     level: Level,
     omit: Vec<String>,
+    omit_managed_fields: bool,
     verb: String,
     user: Option<User>,
+    /// Who asked, when they asked as someone else (`user` is then whom they became).
+    impersonator: Option<User>,
     object_ref: Option<Value>,
     request_object: Option<Value>,
     annotations: Map<String, Value>,
@@ -402,6 +428,16 @@ struct Record {
 
 tokio::task_local! {
     static RECORD: Arc<Mutex<Record>>;
+}
+
+/// Drops `metadata.managedFields` from an object, or from each item of a list.
+fn strip_managed_fields(o: &mut Value) {
+    if let Some(m) = o["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    if let Some(items) = o["items"].as_array_mut() {
+        items.iter_mut().for_each(strip_managed_fields);
+    }
 }
 
 fn timestamp() -> String {
@@ -428,12 +464,20 @@ impl Record {
             "sourceIPs": [self.source.to_string()], "userAgent": self.user_agent,
             "requestReceivedTimestamp": self.received, "stageTimestamp": timestamp(),
         });
-        if let Some(u) = &self.user {
+        let user_info = |u: &User| {
             let mut user = json!({"username": u.name, "groups": u.groups});
             if !u.uid.is_empty() {
                 user["uid"] = json!(u.uid);
             }
-            e["user"] = user;
+            user
+        };
+        match (&self.impersonator, &self.user) {
+            (Some(by), Some(as_user)) => {
+                e["user"] = user_info(by);
+                e["impersonatedUser"] = user_info(as_user);
+            }
+            (None, Some(u)) => e["user"] = user_info(u),
+            _ => {}
         }
         if let Some(o) = &self.object_ref {
             e["objectRef"] = o.clone();
@@ -441,13 +485,19 @@ impl Record {
         if let Some(s) = status {
             e["responseStatus"] = s;
         }
+        let logged = |mut o: Value| {
+            if self.omit_managed_fields {
+                strip_managed_fields(&mut o);
+            }
+            o
+        };
         if self.level >= Level::Request {
             if let Some(o) = &self.request_object {
-                e["requestObject"] = o.clone();
+                e["requestObject"] = logged(o.clone());
             }
         }
         if let Some(o) = response.filter(|_| self.level == Level::RequestResponse) {
-            e["responseObject"] = o;
+            e["responseObject"] = logged(o);
         }
         if stage != "RequestReceived" && !self.annotations.is_empty() {
             e["annotations"] = Value::Object(self.annotations.clone());
@@ -490,8 +540,10 @@ impl Arrival {
             user_agent,
             level: Level::None,
             omit: Vec::new(),
+            omit_managed_fields: false,
             verb: req.method().as_str().to_lowercase(),
             user: None,
+            impersonator: None,
             object_ref: None,
             request_object: None,
             annotations: Map::new(),
@@ -516,9 +568,10 @@ pub async fn audited(
 /// Who asked for what: decides the request's level, and records RequestReceived.
 pub fn subject(s: &Subject) {
     with_record(|r| {
-        let (level, omit) = r.auditor.policy.decide(s);
-        r.level = level;
-        r.omit = omit;
+        let d = r.auditor.policy.decide(s);
+        r.level = d.level;
+        r.omit = d.omit_stages;
+        r.omit_managed_fields = d.omit_managed_fields;
         r.verb = s.verb.to_string();
         r.user = Some(s.user.clone());
         r.object_ref = s.resource.map(|o| {
@@ -538,6 +591,12 @@ pub fn subject(s: &Subject) {
         });
         r.emit("RequestReceived", None, None);
     });
+}
+
+/// The user who asked, when the request impersonates another (called before the
+/// impersonation replaces it).
+pub fn impersonating(by: &User) {
+    with_record(|r| r.impersonator = Some(by.clone()));
 }
 
 /// Adds an annotation to the request's events (PodSecurity's, for one).
@@ -816,6 +875,7 @@ mod tests {
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
+omitManagedFields: true
 rules:
 - level: None
   resources: [{group: "", resources: [configmaps], resourceNames: [noisy]}]
@@ -831,6 +891,7 @@ rules:
   nonResourceURLs: ["/api*", /version]
 - level: Metadata
   resources: [{group: apps, resources: ["*/scale"]}]
+  omitManagedFields: false
 "#;
 
     fn user(name: &str, groups: &[&str]) -> User {
@@ -853,7 +914,7 @@ rules:
                 resource,
                 path,
             })
-            .0
+            .level
         };
         let obj = |group, resource, subresource, namespace, name| {
             Some(ObjectRef {
@@ -880,13 +941,21 @@ rules:
         assert_eq!(level(&dev, "get", None, "/version"), Level::Metadata);
         assert_eq!(level(&dev, "get", None, "/metrics"), Level::None);
         assert_eq!(level(&admin, "get", None, "/version"), Level::None);
-        let (_, omit) = p.decide(&Subject {
+        let d = p.decide(&Subject {
             user: &admin,
             verb: "get",
             resource: pod(""),
             path: "",
         });
-        assert_eq!(omit, vec!["RequestReceived".to_string()]);
+        assert_eq!(d.omit_stages, vec!["RequestReceived".to_string()]);
+        assert!(d.omit_managed_fields, "the policy's default");
+        let d = p.decide(&Subject {
+            user: &admin,
+            verb: "update",
+            resource: scale,
+            path: "",
+        });
+        assert!(!d.omit_managed_fields, "the rule's own");
     }
 
     #[test]

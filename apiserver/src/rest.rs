@@ -318,6 +318,9 @@ async fn route(
             error_response(&ApiError::unauthorized()),
         );
     };
+    if req.headers().contains_key("impersonate-user") {
+        audit::impersonating(&user);
+    }
     let user = match crate::auth::impersonate(req.headers(), user, server.authorizer.as_ref()) {
         Ok(u) => u,
         Err(e) => return ("impersonate".into(), String::new(), error_response(&e)),

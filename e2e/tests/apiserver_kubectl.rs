@@ -1179,7 +1179,7 @@ fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() 
 #[test]
 fn audit_events_follow_the_policy() {
     let run = RunDir::temp("apiserver-audit").unwrap();
-    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  resources: [{group: \"\", resources: [configmaps], resourceNames: [noisy]}]\n- level: RequestResponse\n  resources: [{group: \"\", resources: [pods]}]\n  omitStages: [RequestReceived]\n- level: Metadata\n  resources: [{group: \"\", resources: [configmaps]}]\n";
+    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  resources: [{group: \"\", resources: [configmaps], resourceNames: [noisy]}]\n- level: RequestResponse\n  resources: [{group: \"\", resources: [pods]}]\n  omitStages: [RequestReceived]\n  omitManagedFields: true\n- level: Metadata\n  resources: [{group: \"\", resources: [configmaps]}]\n";
     let log = run.path().join("audit.log");
     let cp = ControlPlane::start_with(
         &run,
@@ -1202,6 +1202,15 @@ fn audit_events_follow_the_policy() {
     assert!(err.contains("NotFound"), "{err}");
     cp.kubectl_err(&["get", "configmap", "noisy", "-n", "audited"])
         .unwrap();
+    cp.kubectl_err(&[
+        "get",
+        "configmap",
+        "as-someone",
+        "-n",
+        "audited",
+        "--as=someone",
+    ])
+    .unwrap();
     let (code, _) = curl(
         &cp,
         "/api/v1/namespaces/audited/pods?watch=true&timeoutSeconds=1",
@@ -1229,7 +1238,7 @@ fn audit_events_follow_the_policy() {
         "the audit events",
         Duration::from_secs(30),
         Duration::from_millis(100),
-        || Ok(events(9)),
+        || Ok(events(11)),
     )
     .unwrap();
     let find = |verb: &str, resource: &str, stage: &str| -> &Value {
@@ -1252,6 +1261,16 @@ fn audit_events_follow_the_policy() {
     assert_eq!(create["responseStatus"]["code"], 201);
     assert_eq!(create["requestObject"]["metadata"]["name"], "web");
     assert!(create["responseObject"]["metadata"]["uid"].is_string());
+    assert!(
+        create["responseObject"]["metadata"]["managedFields"].is_null(),
+        "omitManagedFields"
+    );
+    let impersonated = events
+        .iter()
+        .find(|e| e["objectRef"]["name"] == "as-someone" && e["stage"] == "ResponseComplete")
+        .expect("the impersonated get");
+    assert_eq!(impersonated["user"]["username"], "kubernetes-admin");
+    assert_eq!(impersonated["impersonatedUser"]["username"], "someone");
     assert_eq!(
         create["annotations"]["authorization.k8s.io/decision"],
         "allow"

@@ -1,15 +1,16 @@
 //! Auditing, as kube-apiserver's: with `--audit-policy-file` and `--audit-log-path`, every
-//! request the policy selects (REST, and the components' gRPC calls) is written to the log as `audit.k8s.io/v1` Event
-//! lines (JSON), one per stage (RequestReceived; ResponseStarted for a watch;
+//! request the policy selects (REST, and the components' gRPC calls) is written to the
+//! log as `audit.k8s.io/v1` Event lines (JSON), one per stage (RequestReceived; ResponseStarted for a watch;
 //! ResponseComplete), at the level of the first policy rule that matches it: Metadata
 //! (who, what, the answer's status), Request (and the request's object), RequestResponse
 //! (and the response's object). Every audited response carries its `Audit-Id` header.
 //!
-//! A request's record lives in a task-local while `rest` serves it; the functions here
+//! A request's record lives in a task-local while it is served; the front ends authorize
+//! through `authorize`, which also decides the request's level. The functions here
 //! are no-ops outside one, so a server without auditing pays nothing. Lines go to a
 //! writer thread, so a slow disk does not hold requests up.
 
-use crate::auth::User;
+use crate::auth::{Attributes, Authorizer, User};
 use crate::rest::Body;
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -96,25 +97,6 @@ const STAGES: &[&str] = &[
     "Panic",
 ];
 
-/// What the policy looks at: who, the verb, and the resource or the path.
-pub struct Subject<'a> {
-    pub user: &'a User,
-    pub verb: &'a str,
-    pub resource: Option<ObjectRef<'a>>,
-    pub path: &'a str,
-}
-
-/// The object (or collection) a resource request is about.
-#[derive(Clone, Copy)]
-pub struct ObjectRef<'a> {
-    pub group: &'a str,
-    pub version: &'a str,
-    pub resource: &'a str,
-    pub subresource: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-}
-
 impl Policy {
     pub fn from_yaml(text: &str) -> anyhow::Result<Policy> {
         let v: Value = serde_yaml::from_str(text)?;
@@ -144,8 +126,8 @@ impl Policy {
 
     /// The level of a request, the stages not to record, and whether objects are logged
     /// without their managedFields.
-    pub fn decide(&self, s: &Subject) -> Decision {
-        match self.rules.iter().find(|r| r.matches(s)) {
+    pub fn decide(&self, a: &Attributes) -> Decision {
+        match self.rules.iter().find(|r| r.matches(a)) {
             Some(r) => {
                 let mut omit_stages = self.omit_stages.clone();
                 omit_stages.extend(r.omit_stages.iter().cloned());
@@ -165,32 +147,31 @@ impl Policy {
 }
 
 impl Rule {
-    fn matches(&self, s: &Subject) -> bool {
+    /// Whether the rule covers a request (a resource request has a resource; any other
+    /// is judged by its path).
+    fn matches(&self, a: &Attributes) -> bool {
         let any_or = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
-        if !any_or(&self.users, &s.user.name)
+        if !any_or(&self.users, &a.user.name)
             || !(self.user_groups.is_empty()
-                || s.user.groups.iter().any(|g| self.user_groups.contains(g)))
-            || !any_or(&self.verbs, s.verb)
+                || a.user.groups.iter().any(|g| self.user_groups.contains(g)))
+            || !any_or(&self.verbs, a.verb)
         {
             return false;
         }
+        let resource_request = !a.resource.is_empty();
         if !self.namespaces.is_empty() || !self.resources.is_empty() {
-            let Some(o) = s.resource else {
-                return false;
-            };
-            if !any_or(&self.namespaces, o.namespace) {
-                return false;
-            }
-            return self.resources.is_empty() || self.resources.iter().any(|gr| gr.matches(&o));
+            return resource_request
+                && any_or(&self.namespaces, a.namespace)
+                && (self.resources.is_empty() || self.resources.iter().any(|gr| gr.matches(a)));
         }
         if !self.non_resource_urls.is_empty() {
-            return s.resource.is_none()
+            return !resource_request
                 && self.non_resource_urls.iter().any(|spec| {
                     spec == "*"
-                        || spec == s.path
+                        || spec == a.path
                         || spec
                             .strip_suffix('*')
-                            .is_some_and(|prefix| s.path.starts_with(prefix))
+                            .is_some_and(|prefix| a.path.starts_with(prefix))
                 });
         }
         true
@@ -198,12 +179,12 @@ impl Rule {
 }
 
 impl GroupResources {
-    fn matches(&self, o: &ObjectRef) -> bool {
-        let (resource, sub) = (o.resource, o.subresource);
-        if self.group != o.group {
+    fn matches(&self, a: &Attributes) -> bool {
+        let (resource, sub) = (a.resource, a.subresource);
+        if self.group != a.group {
             return false;
         }
-        if !self.resource_names.is_empty() && !self.resource_names.iter().any(|n| n == o.name) {
+        if !self.resource_names.is_empty() && !self.resource_names.iter().any(|n| n == a.name) {
             return false;
         }
         let combined = if sub.is_empty() {
@@ -422,6 +403,9 @@ struct Record {
     /// Who asked, when they asked as someone else (`user` is then whom they became).
     impersonator: Option<User>,
     object_ref: Option<Value>,
+    /// The request's body as it came, and the object it decoded to (preferred: it is
+    /// there for YAML and protobuf bodies too); kept at Request level and above.
+    request_bytes: Option<Bytes>,
     request_object: Option<Value>,
     annotations: Map<String, Value>,
 }
@@ -492,8 +476,12 @@ impl Record {
             o
         };
         if self.level >= Level::Request {
-            if let Some(o) = &self.request_object {
-                e["requestObject"] = logged(o.clone());
+            let object = self.request_object.clone().or_else(|| {
+                let bytes = self.request_bytes.as_ref()?;
+                serde_json::from_slice(bytes).ok()
+            });
+            if let Some(o) = object {
+                e["requestObject"] = logged(o);
             }
         }
         if let Some(o) = response.filter(|_| self.level == Level::RequestResponse) {
@@ -545,6 +533,7 @@ impl Arrival {
             user: None,
             impersonator: None,
             object_ref: None,
+            request_bytes: None,
             request_object: None,
             annotations: Map::new(),
         })
@@ -565,22 +554,25 @@ pub async fn audited(
     finish(record, resp).await
 }
 
-/// Who asked for what: decides the request's level, and records RequestReceived.
-pub fn subject(s: &Subject) {
+/// Authorizes a request (`version`: its resource's API version), recording it for
+/// auditing: who asked for what decides its level and records RequestReceived, and the
+/// authorizer's answer becomes the `authorization.k8s.io/decision` and `/reason`
+/// annotations. Every front end authorizes through here.
+pub fn authorize(authorizer: &dyn Authorizer, a: &Attributes, version: &str) -> Result<(), String> {
     with_record(|r| {
-        let d = r.auditor.policy.decide(s);
+        let d = r.auditor.policy.decide(a);
         r.level = d.level;
         r.omit = d.omit_stages;
         r.omit_managed_fields = d.omit_managed_fields;
-        r.verb = s.verb.to_string();
-        r.user = Some(s.user.clone());
-        r.object_ref = s.resource.map(|o| {
-            let mut v = json!({"resource": o.resource, "apiVersion": o.version});
+        r.verb = a.verb.to_string();
+        r.user = Some(a.user.clone());
+        r.object_ref = (!a.resource.is_empty()).then(|| {
+            let mut v = json!({"resource": a.resource, "apiVersion": version});
             let parts = [
-                ("namespace", o.namespace),
-                ("name", o.name),
-                ("apiGroup", o.group),
-                ("subresource", o.subresource),
+                ("namespace", a.namespace),
+                ("name", a.name),
+                ("apiGroup", a.group),
+                ("subresource", a.subresource),
             ];
             for (k, text) in parts {
                 if !text.is_empty() {
@@ -591,6 +583,18 @@ pub fn subject(s: &Subject) {
         });
         r.emit("RequestReceived", None, None);
     });
+    let decision = authorizer.authorize(a);
+    with_record(|r| {
+        let (decision, reason) = match &decision {
+            Ok(()) => ("allow", ""),
+            Err(why) => ("forbid", why.as_str()),
+        };
+        r.annotations
+            .insert("authorization.k8s.io/decision".into(), json!(decision));
+        r.annotations
+            .insert("authorization.k8s.io/reason".into(), json!(reason));
+    });
+    decision
 }
 
 /// The user who asked, when the request impersonates another (called before the
@@ -606,35 +610,20 @@ pub fn annotate(key: &str, value: impl Into<String>) {
     });
 }
 
-/// Records the authorizer's answer (None: allowed; else why not) as the events'
-/// `authorization.k8s.io/decision` and `/reason` annotations.
-pub fn decided(refused: Option<&impl std::fmt::Display>) {
-    with_record(|r| {
-        let (decision, reason) = match refused {
-            None => ("allow", String::new()),
-            Some(why) => ("forbid", why.to_string()),
-        };
-        r.annotations
-            .insert("authorization.k8s.io/decision".into(), json!(decision));
-        r.annotations
-            .insert("authorization.k8s.io/reason".into(), json!(reason));
-    });
-}
-
-/// The request's body, kept for Request and RequestResponse levels (JSON bodies; a
-/// protobuf body is kept as the object it decodes to, by `decoded`).
+/// The request's body, kept for Request and RequestResponse levels (read as JSON only
+/// if nothing decoded it: see `decoded`).
 pub fn request_body(bytes: &Bytes) {
     with_record(|r| {
         if r.level >= Level::Request {
-            r.request_object = serde_json::from_slice(bytes).ok();
+            r.request_bytes = Some(bytes.clone());
         }
     });
 }
 
-/// The object a request body decoded to, when the body itself was not JSON.
+/// The object a request body decoded to (JSON, YAML or protobuf).
 pub fn decoded(object: &Value) {
     with_record(|r| {
-        if r.level >= Level::Request && r.request_object.is_none() {
+        if r.level >= Level::Request {
             r.request_object = Some(object.clone());
         }
     });
@@ -664,16 +653,7 @@ async fn finish(record: Arc<Mutex<Record>>, resp: Response<Body>) -> Response<Bo
     let code = parts.status.as_u16();
     let ok_status = json!({"metadata": {}, "code": code});
     if watch && code < 300 {
-        record.lock().unwrap_or_else(|p| p.into_inner()).emit(
-            "ResponseStarted",
-            Some(ok_status),
-            None,
-        );
-        let body = WatchEnd {
-            inner: body,
-            record: Some(record),
-        };
-        return Response::from_parts(parts, body.boxed_unsync());
+        return WatchEnd::started(record, parts, body, ok_status);
     }
     // The body is needed for an error's status or the response object; these answers
     // are whole in memory already.
@@ -793,12 +773,7 @@ async fn finish_grpc(
     };
     let ok = json!({"metadata": {}, "code": if verb == "create" { 201 } else { 200 }});
     if watch {
-        emit("ResponseStarted", ok, None);
-        let body = WatchEnd {
-            inner: body,
-            record: Some(record),
-        };
-        return Response::from_parts(parts, body.boxed_unsync());
+        return WatchEnd::started(record, parts, body, ok);
     }
     if level < Level::RequestResponse {
         emit("ResponseComplete", ok, None);
@@ -853,16 +828,31 @@ impl hyper::body::Body for WatchEnd {
     }
 }
 
+impl WatchEnd {
+    /// Records ResponseStarted with `status`, and answers with the watch's stream.
+    fn started(
+        record: Arc<Mutex<Record>>,
+        parts: http::response::Parts,
+        body: Body,
+        status: Value,
+    ) -> Response<Body> {
+        let r = record.lock().unwrap_or_else(|p| p.into_inner());
+        r.emit("ResponseStarted", Some(status), None);
+        drop(r);
+        let body = WatchEnd {
+            inner: body,
+            record: Some(record),
+        };
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
 impl Drop for WatchEnd {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
             let r = record.lock().unwrap_or_else(|p| p.into_inner());
-            let code = 200;
-            r.emit(
-                "ResponseComplete",
-                Some(json!({"metadata": {}, "code": code})),
-                None,
-            );
+            let ok = json!({"metadata": {}, "code": 200});
+            r.emit("ResponseComplete", Some(ok), None);
         }
     }
 }
@@ -905,56 +895,47 @@ rules:
     #[test]
     fn the_first_matching_rule_decides() {
         let p = Policy::from_yaml(POLICY).unwrap();
-        let admin = user("admin", &["system:masters"]);
-        let dev = user("d", &["dev"]);
-        let level = |u: &User, verb: &str, resource: Option<ObjectRef>, path: &str| {
-            p.decide(&Subject {
+        let admin = &user("admin", &["system:masters"]);
+        let dev = &user("d", &["dev"]);
+        // A resource request (group, resource, subresource, namespace, name), or a path.
+        type Res<'a> = Option<(&'a str, &'a str, &'a str, &'a str, &'a str)>;
+        fn attrs<'a>(u: &'a User, verb: &'a str, res: Res<'a>, path: &'a str) -> Attributes<'a> {
+            let (group, resource, subresource, namespace, name) = res.unwrap_or_default();
+            Attributes {
                 user: u,
                 verb,
-                resource,
-                path,
-            })
-            .level
-        };
-        let obj = |group, resource, subresource, namespace, name| {
-            Some(ObjectRef {
                 group,
-                version: "v1",
                 resource,
                 subresource,
                 namespace,
                 name,
-            })
+                path,
+            }
+        }
+        let level =
+            |u: &User, verb: &str, res: Res, path: &str| p.decide(&attrs(u, verb, res, path)).level;
+        let obj = |group, resource, subresource, namespace, name| {
+            Some((group, resource, subresource, namespace, name))
         };
         let cm = |name| obj("", "configmaps", "", "prod", name);
-        assert_eq!(level(&admin, "get", cm("noisy"), ""), Level::None);
-        assert_eq!(level(&admin, "create", cm("app"), ""), Level::Request);
-        assert_eq!(level(&admin, "get", cm("app"), ""), Level::None, "no rule");
+        assert_eq!(level(admin, "get", cm("noisy"), ""), Level::None);
+        assert_eq!(level(admin, "create", cm("app"), ""), Level::Request);
+        assert_eq!(level(admin, "get", cm("app"), ""), Level::None, "no rule");
         let pod = |sub| obj("", "pods", sub, "dev", "p");
-        assert_eq!(level(&admin, "get", pod(""), ""), Level::RequestResponse);
-        assert_eq!(level(&admin, "get", pod("log"), ""), Level::RequestResponse);
+        assert_eq!(level(admin, "get", pod(""), ""), Level::RequestResponse);
+        assert_eq!(level(admin, "get", pod("log"), ""), Level::RequestResponse);
         let scale = obj("apps", "deployments", "scale", "dev", "web");
-        assert_eq!(level(&admin, "update", scale, ""), Level::Metadata);
+        assert_eq!(level(admin, "update", scale, ""), Level::Metadata);
         let deploy = obj("apps", "deployments", "", "dev", "web");
-        assert_eq!(level(&admin, "update", deploy, ""), Level::None);
-        assert_eq!(level(&dev, "get", None, "/apis/apps/v1"), Level::Metadata);
-        assert_eq!(level(&dev, "get", None, "/version"), Level::Metadata);
-        assert_eq!(level(&dev, "get", None, "/metrics"), Level::None);
-        assert_eq!(level(&admin, "get", None, "/version"), Level::None);
-        let d = p.decide(&Subject {
-            user: &admin,
-            verb: "get",
-            resource: pod(""),
-            path: "",
-        });
+        assert_eq!(level(admin, "update", deploy, ""), Level::None);
+        assert_eq!(level(dev, "get", None, "/apis/apps/v1"), Level::Metadata);
+        assert_eq!(level(dev, "get", None, "/version"), Level::Metadata);
+        assert_eq!(level(dev, "get", None, "/metrics"), Level::None);
+        assert_eq!(level(admin, "get", None, "/version"), Level::None);
+        let d = p.decide(&attrs(admin, "get", pod(""), ""));
         assert_eq!(d.omit_stages, vec!["RequestReceived".to_string()]);
         assert!(d.omit_managed_fields, "the policy's default");
-        let d = p.decide(&Subject {
-            user: &admin,
-            verb: "update",
-            resource: scale,
-            path: "",
-        });
+        let d = p.decide(&attrs(admin, "update", scale, ""));
         assert!(!d.omit_managed_fields, "the rule's own");
     }
 

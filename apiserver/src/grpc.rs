@@ -137,29 +137,16 @@ impl Grpc {
             name: &r.name,
             path: "",
         };
-        crate::audit::subject(&crate::audit::Subject {
-            user,
-            verb,
-            resource: Some(crate::audit::ObjectRef {
-                group: info.group,
-                version: info.version,
-                resource: info.resource,
-                subresource: &r.subresource,
-                namespace: &r.namespace,
-                name: &r.name,
-            }),
-            path: "",
-        });
-        let decision = self.server.authorizer.authorize(&attrs);
-        crate::audit::decided(decision.as_ref().err());
-        decision.map_err(|why| {
-            ApiError::forbidden(crate::auth::forbidden_message(
-                &attrs,
-                &info.qualified_resource(),
-                &why,
-            ))
-            .to_grpc()
-        })
+        crate::audit::authorize(self.server.authorizer.as_ref(), &attrs, info.version).map_err(
+            |why| {
+                ApiError::forbidden(crate::auth::forbidden_message(
+                    &attrs,
+                    &info.qualified_resource(),
+                    &why,
+                ))
+                .to_grpc()
+            },
+        )
     }
 
     fn list_options(

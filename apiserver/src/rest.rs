@@ -346,22 +346,7 @@ async fn route(
             name: "",
             path: if review.is_some() { "" } else { &path },
         };
-        audit::subject(&audit::Subject {
-            user: &user,
-            verb,
-            resource: review.map(|r| audit::ObjectRef {
-                group: r.group,
-                version: "v1",
-                resource: r.resource,
-                subresource: "",
-                namespace: "",
-                name: "",
-            }),
-            path: &path,
-        });
-        let decision = server.authorizer.authorize(&attrs);
-        audit::decided(decision.as_ref().err());
-        if let Err(why) = decision {
+        if let Err(why) = audit::authorize(server.authorizer.as_ref(), &attrs, "v1") {
             let e = ApiError::forbidden(crate::auth::forbidden_message(
                 &attrs,
                 review.map_or("", |r| r.resource),
@@ -474,22 +459,7 @@ async fn route(
         name: target.name.as_deref().unwrap_or(""),
         path: "",
     };
-    audit::subject(&audit::Subject {
-        user: &user,
-        verb,
-        resource: Some(audit::ObjectRef {
-            group: attrs.group,
-            version: target.info.version,
-            resource: attrs.resource,
-            subresource: attrs.subresource,
-            namespace: attrs.namespace,
-            name: attrs.name,
-        }),
-        path: &path,
-    });
-    let decision = server.authorizer.authorize(&attrs);
-    audit::decided(decision.as_ref().err());
-    if let Err(why) = decision {
+    if let Err(why) = audit::authorize(server.authorizer.as_ref(), &attrs, target.info.version) {
         let e = ApiError::forbidden(crate::auth::forbidden_message(
             &attrs,
             &target.info.qualified_resource(),
